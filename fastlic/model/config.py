@@ -1,0 +1,56 @@
+"""Model configurations: teacher, student, the CPU-trainable small one, and tiny for tests."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from .distributions import FAMILIES
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Channel widths and probability models of one fastlic model.
+
+    enc_channels: width of the analysis transform g_a (N).
+    latent_channels: channels of y (M); L1 sparsity zeroes whole ones.
+    hyper_channels: width of h_a / h_s and channels of z.
+    dec_channels, dec_blocks: width of g_s and residual blocks per upsampling stage;
+        the student slims these (distillation technique 3).
+    anchor_family, nonanchor_family: the two probability models of the improved
+        checkerboard context model (technique 2).
+    """
+
+    name: str
+    enc_channels: int
+    latent_channels: int
+    hyper_channels: int
+    dec_channels: int
+    dec_blocks: int = 0
+    anchor_family: str = "gaussian"
+    nonanchor_family: str = "laplace"
+
+    def __post_init__(self):
+        for fam in (self.anchor_family, self.nonanchor_family):
+            if fam not in FAMILIES:
+                raise ValueError(f"unknown distribution family {fam!r}; choose one of {FAMILIES}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls(**json.loads(text))
+
+
+CONFIGS = {
+    "teacher": ModelConfig("teacher", 128, 192, 128, 128, dec_blocks=1),
+    "student": ModelConfig("student", 128, 192, 128, 64, dec_blocks=0),
+    "small": ModelConfig("small", 64, 128, 64, 64, dec_blocks=0),
+    "tiny": ModelConfig("tiny", 12, 16, 8, 12, dec_blocks=0),
+}
+
+
+def get_config(name: str, **overrides) -> ModelConfig:
+    if name not in CONFIGS:
+        raise ValueError(f"unknown model config {name!r}; choose one of {sorted(CONFIGS)}")
+    return dataclasses.replace(CONFIGS[name], **overrides)

@@ -1,0 +1,34 @@
+"""Probability models for the quantized latent: Gaussian, Laplacian and logistic.
+
+Each family is described by its CDF for a unit scale. The likelihood of an integer
+residual ``v`` under scale ``s`` is ``cdf((v + 0.5) / s) - cdf((v - 0.5) / s)``,
+computed on the negative half-line where it is numerically stable. The same CDF
+builds the shipped probability tables (:mod:`fastlic.entropy.tables`), so training
+and coding agree on what each family means.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+FAMILIES = ("gaussian", "laplace", "logistic")
+
+
+def unit_cdf(family: str, x: torch.Tensor) -> torch.Tensor:
+    """CDF of the zero-mean, unit-scale distribution of ``family`` at ``x``."""
+    if family == "gaussian":
+        return 0.5 * torch.erfc(-x / math.sqrt(2.0))
+    if family == "laplace":
+        return torch.where(x < 0, 0.5 * torch.exp(x), 1.0 - 0.5 * torch.exp(-x))
+    if family == "logistic":
+        return torch.sigmoid(x)
+    raise ValueError(f"unknown distribution family {family!r}; choose one of {FAMILIES}")
+
+
+def likelihood(family: str, residual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Probability mass of the unit-width bin around ``residual`` (any shape, float)."""
+    v = residual.abs()
+    upper = unit_cdf(family, (0.5 - v) / scale)
+    lower = unit_cdf(family, (-0.5 - v) / scale)
+    return (upper - lower).clamp_min(1e-9)

@@ -1,0 +1,43 @@
+"""Saving and loading model weights as ``.safetensors`` with the config in the metadata."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from .codec import FastLIC
+from .config import ModelConfig
+
+
+def save_model(model: FastLIC, path: str | Path, extra_tensors: dict | None = None,
+               half: bool = False, metadata: dict | None = None) -> None:
+    """Write the state dict (fp16 if ``half``) plus ``extra_tensors`` (kept as given)."""
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+               for k, v in model.state_dict().items()}
+    tensors.update(extra_tensors or {})
+    meta = {"config": model.cfg.to_json(), **(metadata or {})}
+    save_file(tensors, str(path), metadata=meta)
+
+
+def read_metadata(path: str | Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_model(path: str | Path) -> tuple[FastLIC, dict, dict]:
+    """Returns (model in eval mode, float32; tensors not in the state dict; metadata)."""
+    meta = read_metadata(path)
+    model = FastLIC(ModelConfig.from_json(meta["config"]))
+    tensors = load_file(str(path))
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) for k, v in tensors.items() if k in own}
+    model.load_state_dict(state)
+    extra = {k: v for k, v in tensors.items() if k not in own}
+    return model.eval(), extra, meta
+
+
+def file_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,1 @@
+"""Training: data loading, the rate-distortion loop, checkpoints."""
