@@ -62,3 +62,23 @@ class EngineError(FastlicError):
     """An inference engine is unavailable or failed (missing package, no GPU, bad graph)."""
 
     exit_code = 6
+
+
+class UsageError(FastlicError):
+    """Bad command-line use: conflicting options, output exists, missing file."""
+
+    exit_code = 2
+
+
+class ExportError(FastlicError):
+    """Exporting the model to ONNX failed, or an exported model directory is unusable."""
+
+    exit_code = 7
+
+
+class ExportMismatchError(ExportError):
+    """Exported graphs disagree with PyTorch beyond tolerance (the message names every one)."""
+
+
+class ManifestError(ExportError):
+    """manifest.json is missing or malformed, or a graph file is missing or its hash differs."""

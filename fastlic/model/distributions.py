@@ -20,7 +20,8 @@ def unit_cdf(family: str, x: torch.Tensor) -> torch.Tensor:
     if family == "gaussian":
         return 0.5 * torch.erfc(-x / math.sqrt(2.0))
     if family == "laplace":
-        return torch.where(x < 0, 0.5 * torch.exp(x), 1.0 - 0.5 * torch.exp(-x))
+        tail = 0.5 * torch.exp(-x.abs())   # finite on both branches, so gradients stay finite
+        return torch.where(x < 0, tail, 1.0 - tail)
     if family == "logistic":
         return torch.sigmoid(x)
     raise ValueError(f"unknown distribution family {family!r}; choose one of {FAMILIES}")

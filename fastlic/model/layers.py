@@ -13,7 +13,8 @@ class GDN(nn.Module):
     """Simplified GDN (Johnston et al. 2019): ``x / (beta + gamma * |x|)``.
 
     With ``inverse=True`` it multiplies instead (IGDN, used in the decoder).
-    ``beta`` and ``gamma`` are kept positive by taking absolute values.
+    ``beta`` and ``gamma`` are kept positive by taking absolute values; ``beta``
+    is at least 1e-3 so the division stays finite.
     """
 
     def __init__(self, channels: int, inverse: bool = False):
@@ -23,7 +24,7 @@ class GDN(nn.Module):
         self.gamma = nn.Parameter(0.1 * torch.eye(channels).view(channels, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = F.conv2d(x.abs(), self.gamma.abs(), self.beta.abs() + 1e-6)
+        norm = F.conv2d(x.abs(), self.gamma.abs(), self.beta.abs() + 1e-3)
         return x * norm if self.inverse else x / norm
 
 

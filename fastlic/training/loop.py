@@ -92,6 +92,7 @@ def train(args: TrainArgs) -> Path:
         if new_log:
             writer.writerow(["step", "time", "loss", "bpp", "psnr", "l1", "lr"])
         t0 = time.time()
+        skipped = 0
         while step < args.steps:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, args)
@@ -100,7 +101,12 @@ def train(args: TrainArgs) -> Path:
             loss, stats = rd_loss(result, x, args.lmbda, args.l1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                skipped += 1   # a rare bad batch must not poison the weights
+                if skipped > 50:
+                    raise FloatingPointError(f"training diverged: {skipped} non-finite steps")
+                continue
             opt.step()
             step += 1
             bar.update(1)

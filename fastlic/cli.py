@@ -1,0 +1,180 @@
+"""The ``fastlic`` command. Each subcommand is a function ``main(argv) -> int``.
+
+    fastlic compress IMAGE... [-o OUT | --out-dir DIR]
+    fastlic decompress FILE.flic... [-o OUT | --out-dir DIR]
+    fastlic info FILE.flic...
+    fastlic demo
+    fastlic train DATA --out RUN
+
+Errors print one line, ``fastlic: error: ...``, and exit non-zero; no output file
+is left half-written (outputs are written to a temporary name, then renamed).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import FastlicError, UsageError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="weights .safetensors (default: the shipped model)")
+    p.add_argument("--backend", default="torch", help="inference backend (default: torch)")
+
+
+def _outputs(inputs: list[str], output: str | None, out_dir: str | None, suffix: str,
+             force: bool) -> list[Path]:
+    """Output path per input; refuses to overwrite unless ``force``."""
+    if output and len(inputs) > 1:
+        raise UsageError("-o/--output takes one input; use --out-dir for several")
+    if output and out_dir:
+        raise UsageError("give -o/--output or --out-dir, not both")
+    if output:
+        paths = [Path(output)]
+    else:
+        folder = Path(out_dir) if out_dir else None
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+        paths = [(folder or Path(i).parent) / (Path(i).stem + suffix) for i in inputs]
+    for src, dst in zip(inputs, paths):
+        if not Path(src).is_file():
+            raise UsageError(f"input not found: {src}")
+        if dst.exists() and not force:
+            raise UsageError(f"{dst} exists; pass --force to overwrite")
+    return paths
+
+
+def _progress(items, desc: str):
+    from tqdm import tqdm
+    return tqdm(items, desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr)
+
+
+def _load_codec(args):
+    from .runtime.codec import Codec
+    return Codec.load(args.model, backend=args.backend)
+
+
+def compress_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="fastlic compress", description="Compress images to .flic files.")
+    p.add_argument("inputs", nargs="+", help="8-bit RGB or greyscale images (PNG, JPEG, ...)")
+    p.add_argument("-o", "--output", help="output file (one input only)")
+    p.add_argument("--out-dir", help="folder for the outputs (default: beside each input)")
+    p.add_argument("--drop-alpha", action="store_true", help="code RGB and discard transparency")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    _add_model_args(p)
+    args = p.parse_args(argv)
+    from .runtime.image import read_image, write_atomic
+    outputs = _outputs(args.inputs, args.output, args.out_dir, ".flic", args.force)
+    codec = _load_codec(args)
+    for src, dst in _progress(list(zip(args.inputs, outputs)), "compress"):
+        rgb, layout = read_image(src, drop_alpha=args.drop_alpha)
+        image = rgb[:, :, 0] if layout == 1 else rgb
+        data = codec.compress(image)
+        write_atomic(dst, data)
+        if len(outputs) == 1:
+            bpp = 8 * len(data) / (rgb.shape[0] * rgb.shape[1])
+            print(f"{dst}: {len(data)} bytes, {bpp:.3f} bpp")
+    return 0
+
+
+def decompress_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="fastlic decompress", description="Decompress .flic files to PNG.")
+    p.add_argument("inputs", nargs="+", help=".flic files")
+    p.add_argument("-o", "--output", help="output image (one input only; suffix picks the format)")
+    p.add_argument("--out-dir", help="folder for the outputs (default: beside each input)")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    _add_model_args(p)
+    args = p.parse_args(argv)
+    from .runtime.image import write_image
+    outputs = _outputs(args.inputs, args.output, args.out_dir, ".png", args.force)
+    codec = _load_codec(args)
+    for src, dst in _progress(list(zip(args.inputs, outputs)), "decompress"):
+        image = codec.decompress(Path(src).read_bytes())
+        write_image(dst, image)
+        if len(outputs) == 1:
+            print(f"{dst}: {image.shape[1]}x{image.shape[0]}")
+    return 0
+
+
+def info_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="fastlic info", description="Print the header of .flic files.")
+    p.add_argument("inputs", nargs="+")
+    args = p.parse_args(argv)
+    from .runtime.bitstream import unpack
+    for src in args.inputs:
+        if not Path(src).is_file():
+            raise UsageError(f"input not found: {src}")
+        data = Path(src).read_bytes()
+        bs = unpack(data)
+        h = bs.header
+        coded = sum(h.channel_mask)
+        print(f"{src}: {h.width}x{h.height} {h.color.name}, model {h.model_name} "
+              f"({h.weights_hash.hex()}), quality {h.quality}, {len(data)} bytes "
+              f"({8 * len(data) / (h.width * h.height):.3f} bpp), channels coded "
+              f"{coded}/{len(h.channel_mask)}, substreams {[len(s) for s in bs.substreams]}")
+    return 0
+
+
+def demo_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="fastlic demo",
+                                description="Round-trip photos bundled with scikit-image and print "
+                                            "bpp, PSNR and encode/decode milliseconds.")
+    _add_model_args(p)
+    args = p.parse_args(argv)
+    import numpy as np
+    from skimage import data as skdata
+    from .evaluation.metrics import psnr
+    codec = _load_codec(args)
+    print(f"model {codec.info.name} ({codec.info.weights_hash.hex()}), backend {args.backend}")
+    print(f"{'image':<12}{'size':>10}{'bpp':>8}{'PSNR dB':>9}{'enc ms':>9}{'dec ms':>9}  bit-exact")
+    for name in ("astronaut", "coffee", "chelsea", "camera", "rocket"):
+        image = getattr(skdata, name)()
+        t0 = time.perf_counter()
+        data, recon = codec.compress(image, return_reconstruction=True)
+        t1 = time.perf_counter()
+        out = codec.decompress(data)
+        t2 = time.perf_counter()
+        exact = "yes" if np.array_equal(out, recon) else "NO"
+        size = f"{image.shape[1]}x{image.shape[0]}"
+        print(f"{name:<12}{size:>10}{8 * len(data) / (image.shape[0] * image.shape[1]):>8.3f}"
+              f"{psnr(image, out):>9.2f}{1e3 * (t1 - t0):>9.1f}{1e3 * (t2 - t1):>9.1f}  {exact}")
+    return 0
+
+
+def train_main(argv: list[str]) -> int:
+    from .training.loop import main
+    return main(argv)
+
+
+COMMANDS = {
+    "compress": compress_main,
+    "decompress": decompress_main,
+    "info": info_main,
+    "demo": demo_main,
+    "train": train_main,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"fastlic: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except FastlicError as exc:
+        print(f"fastlic: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fastlic: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

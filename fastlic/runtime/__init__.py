@@ -1,0 +1,1 @@
+"""Deployment runtime: bitstream format, encoder and decoder pipelines."""

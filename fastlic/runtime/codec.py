@@ -1,0 +1,239 @@
+"""Encode and decode pipelines: six stage engines plus constriction range coding.
+
+Encoder::
+
+    image ─pad─▶ g_a ─▶ y ─▶ h_a ─▶ z ─round─▶ ẑ ──────────────────────▶ [z substream]
+                                            │
+                                            ▼
+                          h_s ─▶ hyper ─▶ anchor ─▶ (σa, μa)
+                                      │      sa = round(y − μa) at anchors ─▶ [y_anchor]
+                                      │      ŷa = (sa + μa) · anchor_mask
+                                      └────▶ nonanchor(hyper, ŷa) ─▶ (σn, μn)
+                                             sn = round(y − μn) at non-anchors ─▶ [y_nonanchor]
+
+Decoder: the same graph from ẑ on, decoding each substream where the encoder
+coded it: two whole-tensor passes, then g_s(ŷ) cropped to the image size.
+
+Channels whose symbols are all zero in both passes are not coded (the header's
+channel mask). Each σ is mapped to a shipped probability table by
+``EntropyTables.scale_index``; the CRC32 of those indices, per pass, is in the
+header so a decoder that derives other indices (another backend, other float
+arithmetic) stops with ``BackendMismatchError`` instead of returning a wrong image.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..engines import load_engines
+from ..entropy.coder import SymbolCoder
+from ..entropy.tables import EntropyTables, build_tables
+from ..errors import CorruptBitstreamError, ModelLoadError
+from ..model import STRIDE
+from .bitstream import (Bitstream, ColorLayout, Header, check_model, check_table_indices, pack,
+                        table_index_crc, unpack)
+from .image import from_codable, to_codable
+from .profiling import StageTimer, maybe_stage
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What identifies a model in a bitstream."""
+
+    name: str
+    weights_hash: bytes  # 8 bytes
+    quality: int
+    latent_channels: int
+    anchor_family: str
+    nonanchor_family: str
+
+
+def _checkerboard(h: int, w: int) -> np.ndarray:
+    """(h, w) bool, True at anchors ((i + j) even)."""
+    return (np.add.outer(np.arange(h), np.arange(w)) % 2) == 0
+
+
+def _anchor_input(sym: np.ndarray, mean_a: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """ŷ with non-anchors zeroed: the input of the non-anchor pass (1, M, h, w) float32."""
+    return np.where(anchor, sym + mean_a, 0).astype(np.float32)
+
+
+def _full_latent(y_hat_anchor: np.ndarray, sym: np.ndarray, mean_n: np.ndarray,
+                 anchor: np.ndarray) -> np.ndarray:
+    """Anchors from pass 1, non-anchors ``sym + mean`` from pass 2: ŷ (1, M, h, w) float32."""
+    return np.where(anchor, y_hat_anchor, sym + mean_n).astype(np.float32)
+
+
+@dataclasses.dataclass
+class _Latent:
+    """Per-image latent geometry: padded size, latent grid, anchor mask."""
+
+    height: int
+    width: int
+
+    def __post_init__(self):
+        self.pad_h = -(-self.height // STRIDE) * STRIDE
+        self.pad_w = -(-self.width // STRIDE) * STRIDE
+        self.anchor = _checkerboard(self.pad_h // 16, self.pad_w // 16)
+        self.z_shape = (self.pad_h // 64, self.pad_w // 64)
+
+
+class Codec:
+    """A loaded model ready to compress and decompress; safe to share between threads."""
+
+    def __init__(self, info: ModelInfo, engines: dict, tables: EntropyTables):
+        self.info = info
+        self.engines = engines
+        self.tables = tables
+        self.z_coder = SymbolCoder(tables.z)
+        self.anchor_coder = SymbolCoder(tables.y[info.anchor_family])
+        self.nonanchor_coder = SymbolCoder(tables.y[info.nonanchor_family])
+        self._lock = threading.Lock()
+
+    # ---- construction -----------------------------------------------------------
+    @classmethod
+    def from_model(cls, model, name: str | None = None, quality: int = 0, tables=None,
+                   weights_hash: bytes | None = None, backend: str = "torch", **engine_options):
+        """Wrap an in-memory FastLIC (tests, training); tables are built if not given."""
+        if weights_hash is None:
+            h = hashlib.sha256()
+            for k, v in sorted(model.state_dict().items()):
+                h.update(k.encode())
+                h.update(v.detach().cpu().numpy().tobytes())
+            weights_hash = h.digest()[:8]
+        cfg = model.cfg
+        info = ModelInfo(name or f"fastlic-{cfg.name}", weights_hash, quality, cfg.latent_channels,
+                         cfg.anchor_family, cfg.nonanchor_family)
+        tables = tables or build_tables(model)
+        return cls(info, load_engines(backend, model, **engine_options), tables)
+
+    @classmethod
+    def load(cls, weights: str | Path | None = None, backend: str = "torch", **engine_options):
+        """Load shipped weights (default: the package's default model)."""
+        from ..model.weights import file_hash, load_model
+        path = Path(weights) if weights else DEFAULT_WEIGHTS
+        if not path.is_file():
+            raise ModelLoadError(f"model weights not found: {path}")
+        try:
+            model, extra, meta = load_model(path)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelLoadError(f"{path} is not a fastlic model: {exc}") from exc
+        tables = EntropyTables.from_tensors(extra)
+        return cls.from_model(model, name=meta.get("name"), quality=int(meta.get("quality", 0)),
+                              tables=tables, weights_hash=bytes.fromhex(file_hash(path))[:8],
+                              backend=backend, **engine_options)
+
+    # ---- stages -----------------------------------------------------------------
+    def _run(self, stage: str, timer, **inputs) -> dict[str, np.ndarray]:
+        with maybe_stage(timer, stage):
+            return self.engines[stage].run(inputs)
+
+    def _hyper(self, z_hat: np.ndarray, timer) -> np.ndarray:
+        return self._run("h_s", timer, z_hat=z_hat)["hyper"]
+
+    def _params(self, stage: str, timer, **inputs) -> tuple[np.ndarray, np.ndarray]:
+        out = self._run(stage, timer, **inputs)
+        return out["scale"], out["mean"]
+
+    # ---- encoder ----------------------------------------------------------------
+    def compress(self, image: np.ndarray, drop_alpha: bool = False, timer: StageTimer | None = None,
+                 return_reconstruction: bool = False):
+        """uint8 image (H, W[, 3|4]) -> .flic bytes (and the decoder's exact output if asked)."""
+        rgb, layout = to_codable(image, drop_alpha)
+        geo = _Latent(rgb.shape[0], rgb.shape[1])
+        with maybe_stage(timer, "pad"):
+            x = np.pad(rgb, ((0, geo.pad_h - geo.height), (0, geo.pad_w - geo.width), (0, 0)), mode="edge")
+            x = (x.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+        y = self._run("g_a", timer, image=x)["y"]
+        z = self._run("h_a", timer, y=y)["z"]
+        z_hat = np.round(z).astype(np.float32)
+        hyper = self._hyper(z_hat, timer)
+        scale_a, mean_a = self._params("anchor", timer, hyper=hyper)
+        with maybe_stage(timer, "quantize_anchor"):
+            sym_a = np.round(y - mean_a)
+            y_hat_anchor = _anchor_input(sym_a, mean_a, geo.anchor)
+        scale_n, mean_n = self._params("nonanchor", timer, hyper=hyper, y_hat_anchor=y_hat_anchor)
+        with maybe_stage(timer, "quantize_nonanchor"):
+            sym_n = np.round(y - mean_n)
+            sym = np.where(geo.anchor, sym_a, sym_n)[0].astype(np.int32)        # (M, h, w)
+            mask = sym.reshape(sym.shape[0], -1).any(axis=1)
+        with maybe_stage(timer, "entropy_encode"):
+            sub_z = self._encode_z(z_hat)
+            sub_a, crc_a = self._encode_pass(self.anchor_coder, sym, scale_a, mask, geo.anchor)
+            sub_n, crc_n = self._encode_pass(self.nonanchor_coder, sym, scale_n, mask, ~geo.anchor)
+        header = Header(self.info.name, self.info.weights_hash, self.info.quality, geo.height,
+                        geo.width, layout, tuple(bool(b) for b in mask), (crc_a, crc_n))
+        data = pack(Bitstream(header, (sub_z, sub_a, sub_n)))
+        if not return_reconstruction:
+            return data
+        y_hat = _full_latent(y_hat_anchor, sym_n, mean_n, geo.anchor)
+        return data, self._synthesize(y_hat, geo, layout, timer)
+
+    def _encode_z(self, z_hat: np.ndarray):
+        c = z_hat.shape[1]
+        idx = np.repeat(np.arange(c, dtype=np.int32), z_hat[0, 0].size)
+        return self.z_coder.encode(z_hat[0].astype(np.int32).ravel(), idx)
+
+    def _encode_pass(self, coder, sym, scale, mask, positions):
+        """Code the symbols of the coded channels at ``positions``; returns (bytes, index CRC)."""
+        idx = self.tables.scale_index(scale[0][mask][:, positions])
+        return coder.encode(sym[mask][:, positions].ravel(), idx.ravel()), table_index_crc(idx)
+
+    # ---- decoder ----------------------------------------------------------------
+    def read_header(self, data: bytes) -> Bitstream:
+        bs = unpack(data)
+        h = bs.header
+        check_model(h, self.info.name, self.info.weights_hash)
+        if len(h.channel_mask) != self.info.latent_channels:
+            raise CorruptBitstreamError(f"channel mask has {len(h.channel_mask)} channels, "
+                                        f"the model has {self.info.latent_channels}")
+        return bs
+
+    def decompress(self, data: bytes, timer: StageTimer | None = None) -> np.ndarray:
+        """.flic bytes -> uint8 (H, W, 3), or (H, W) for greyscale images."""
+        with maybe_stage(timer, "parse"):
+            bs = self.read_header(data)
+        h = bs.header
+        geo = _Latent(h.height, h.width)
+        mask = np.array(h.channel_mask, dtype=bool)
+        m = self.info.latent_channels
+        zc = self.tables.z.pmfs.shape[0]
+        with maybe_stage(timer, "entropy_decode_z"):
+            idx = np.repeat(np.arange(zc, dtype=np.int32), geo.z_shape[0] * geo.z_shape[1])
+            z_hat = self.z_coder.decode(bs.substreams[0], idx)
+            z_hat = z_hat.reshape(1, zc, *geo.z_shape).astype(np.float32)
+        hyper = self._hyper(z_hat, timer)
+        sym = np.zeros((1, m, *geo.anchor.shape), dtype=np.float32)
+        scale_a, mean_a = self._params("anchor", timer, hyper=hyper)
+        self._decode_pass(self.anchor_coder, bs.substreams[1], h, sym, scale_a,
+                          mask, geo.anchor, "anchor", timer)
+        y_hat_anchor = _anchor_input(sym, mean_a, geo.anchor)
+        scale_n, mean_n = self._params("nonanchor", timer, hyper=hyper, y_hat_anchor=y_hat_anchor)
+        self._decode_pass(self.nonanchor_coder, bs.substreams[2], h, sym, scale_n,
+                          mask, ~geo.anchor, "nonanchor", timer)
+        y_hat = _full_latent(y_hat_anchor, sym, mean_n, geo.anchor)
+        return self._synthesize(y_hat, geo, h.color, timer)
+
+    def _decode_pass(self, coder, data, header, sym, scale, mask, positions, name, timer):
+        """Decode one checkerboard pass into ``sym`` (1, M, h, w) in place."""
+        with maybe_stage(timer, f"table_index_{name}"):
+            idx = self.tables.scale_index(scale[0][mask][:, positions])
+            check_table_indices(header, name, idx)
+        with maybe_stage(timer, f"entropy_decode_{name}"):
+            values = coder.decode(data, idx.ravel()).astype(np.float32)
+            block = sym[0, mask]
+            block[:, positions] = values.reshape(idx.shape)
+            sym[0, mask] = block
+
+    def _synthesize(self, y_hat, geo: _Latent, layout, timer) -> np.ndarray:
+        x_hat = self._run("g_s", timer, y_hat=y_hat)["image_hat"]
+        with maybe_stage(timer, "crop"):
+            rgb = x_hat[0, :, :geo.height, :geo.width].transpose(1, 2, 0)
+            rgb = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+            return from_codable(rgb, ColorLayout(layout))

@@ -1,0 +1,110 @@
+"""End-to-end codec: bit-exact round trips, image layouts, typed errors, fuzzing, rate."""
+import numpy as np
+import pytest
+import torch
+
+from fastlic.errors import (BackendMismatchError, BitstreamError, FastlicError, ImageFormatError,
+                            ModelMismatchError)
+from fastlic.runtime.codec import Codec
+
+SIZES = [(1, 1), (1, 9), (9, 1), (17, 33), (64, 64), (65, 130), (130, 65), (300, 200)]
+
+
+@pytest.mark.parametrize("h,w", SIZES)
+def test_round_trip_is_bit_exact(tiny_codec, h, w):
+    rng = np.random.default_rng(h * 1000 + w)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    data, recon = tiny_codec.compress(image, return_reconstruction=True)
+    out = tiny_codec.decompress(data)
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, recon)
+
+
+def test_large_image_round_trip(tiny_codec):
+    image = np.random.default_rng(0).integers(0, 256, (1100, 1300, 3), dtype=np.uint8)
+    data, recon = tiny_codec.compress(image, return_reconstruction=True)
+    np.testing.assert_array_equal(tiny_codec.decompress(data), recon)
+
+
+def test_greyscale_comes_back_greyscale(tiny_codec, photo):
+    grey = photo.mean(axis=2).astype(np.uint8)
+    data, recon = tiny_codec.compress(grey, return_reconstruction=True)
+    out = tiny_codec.decompress(data)
+    assert out.shape == grey.shape
+    np.testing.assert_array_equal(out, recon)
+
+
+def test_alpha_is_refused_unless_dropped_or_opaque(tiny_codec, photo):
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 128, np.uint8)])
+    with pytest.raises(ImageFormatError, match="drop-alpha"):
+        tiny_codec.compress(rgba)
+    assert tiny_codec.decompress(tiny_codec.compress(rgba, drop_alpha=True)).shape == photo.shape
+    rgba[..., 3] = 255
+    assert tiny_codec.decompress(tiny_codec.compress(rgba)).shape == photo.shape
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4, 3), np.uint16), np.zeros((4, 4, 2), np.uint8),
+                                 np.zeros((0, 4, 3), np.uint8), np.zeros((4, 4), np.float32)])
+def test_odd_arrays_are_refused(tiny_codec, bad):
+    with pytest.raises(ImageFormatError):
+        tiny_codec.compress(bad)
+
+
+def test_other_model_is_detected(tiny_codec, photo):
+    from fastlic.model import FastLIC, get_config
+    torch.manual_seed(7)
+    other = Codec.from_model(FastLIC(get_config("tiny")).eval())
+    with pytest.raises(ModelMismatchError, match="decode with model"):
+        other.decompress(tiny_codec.compress(photo))
+
+
+def test_different_table_indices_are_detected(tiny_model, tiny_codec, photo):
+    """A decoder whose networks compute other scales must fail, not return a wrong image."""
+    import copy
+    drifted = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        drifted.anchor_net[-1].bias[: tiny_model.cfg.latent_channels] += 0.7
+    decoder = Codec.from_model(drifted, weights_hash=tiny_codec.info.weights_hash,
+                               tables=tiny_codec.tables)
+    with pytest.raises(BackendMismatchError):
+        decoder.decompress(tiny_codec.compress(photo))
+
+
+def test_fuzzed_bitstreams_fail_cleanly(tiny_codec, photo):
+    data = tiny_codec.compress(photo)
+    rng = np.random.default_rng(0)
+    cases = [data[:n] for n in range(0, len(data), max(1, len(data) // 40))]
+    for _ in range(150):
+        buf = bytearray(data)
+        pos = rng.integers(len(buf))
+        if rng.random() < 0.5:
+            buf[pos] ^= 1 << rng.integers(8)
+        else:
+            buf[pos] = rng.integers(256)
+        cases.append(bytes(buf))
+    cases += [data + b"\0", b"", b"FLIC", bytes(rng.integers(0, 256, 200, dtype=np.uint8))]
+    for case in cases:
+        try:
+            out = tiny_codec.decompress(case)
+        except BitstreamError:
+            continue
+        assert out.shape == photo.shape   # a clean decode of a (by chance) valid stream
+
+
+def test_coded_size_is_close_to_the_entropy_estimate(tiny_model, tiny_codec):
+    from skimage import data as skdata
+    image = skdata.astronaut()[:256, :256]
+    data = tiny_codec.compress(image)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        out = tiny_model.eval()(x)
+    estimate = (out["bits_y"] + out["bits_z"]).item()
+    payload_bits = 8 * sum(len(s) for s in tiny_codec.read_header(data).substreams)
+    assert abs(payload_bits - estimate) / estimate < 0.05
+
+
+def test_all_errors_are_one_line(tiny_codec):
+    for bad in (b"", b"JUNKJUNKJUNK", b"FLIC\x09" + b"\0" * 40):
+        with pytest.raises(FastlicError) as info:
+            tiny_codec.decompress(bad)
+        assert "\n" not in str(info.value) and str(info.value)
