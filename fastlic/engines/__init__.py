@@ -4,6 +4,8 @@ Each of the six stages of the codec is an engine that maps named numpy inputs to
 named numpy outputs (the ONNX tensor names in :data:`STAGES`). Backends:
 
 - ``torch``: the PyTorch modules (CPU; CUDA in a later issue), see ``torch_engine.py``.
+- ``onnxruntime``: sessions over a ``fastlic export`` directory (CPU; CUDA/TensorRT
+  providers when installed), see ``onnxruntime_engine.py``.
 
 ``load_engines(backend, ...)`` imports the backend module only when asked for.
 """
@@ -14,7 +16,8 @@ import importlib
 from ..errors import EngineError
 from .base import STAGES, Engine, StageSpec
 
-BACKENDS = {"torch": "fastlic.engines.torch_engine"}
+BACKENDS = {"torch": "fastlic.engines.torch_engine",
+            "onnxruntime": "fastlic.engines.onnxruntime_engine"}
 
 
 def load_engines(backend: str, model, **options) -> dict[str, Engine]:

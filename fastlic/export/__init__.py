@@ -1,0 +1,185 @@
+"""``fastlic export``: write a model directory of ONNX graphs plus ``manifest.json``.
+
+::
+
+    FastLIC ──export_stage──▶ g_a.onnx (DeformConv), g_a_gridsample.onnx,
+                              h_a, h_s, anchor, nonanchor, g_s .onnx
+            ──check_graphs──▶ onnxruntime CPU vs PyTorch on photos (errors per output)
+            ──write_manifest─▶ manifest.json (hashes, signatures, errors, engine files)
+
+All mismatches beyond tolerance are collected and raised as one
+:class:`~fastlic.errors.ExportMismatchError`; the manifest is written only when every
+graph matches. torch and onnx are imported only when exporting, so
+:func:`load_manifest` works without them.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+from ..errors import ExportError, FastlicError, ModelLoadError
+from .manifest import GraphInfo, Manifest, OutputError, load_manifest, write_manifest
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
+
+__all__ = ["export_model", "load_manifest", "Manifest", "GraphInfo", "OutputError",
+           "state_dict_sha256", "main", "DEFAULT_MODEL"]
+
+
+def state_dict_sha256(model) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every state-dict tensor, sorted by name."""
+    import torch  # noqa: PLC0415
+
+    digest = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _plan(gridsample: bool) -> list[tuple[str, str, str]]:
+    """(stage, file, variant) of every graph to write."""
+    from ..engines.base import STAGES  # noqa: PLC0415
+
+    plan = [(s, f"{s}.onnx", "deformconv") for s in STAGES]
+    if gridsample:
+        plan.insert(1, ("g_a", "g_a_gridsample.onnx", "gridsample"))
+    return plan
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    out = {}
+    for pkg in ("torch", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = ""
+    return out
+
+
+def _engine_files(plan, checks) -> dict[str, dict[str, str]]:
+    """TensorRT runs the DeformConv graphs; onnxruntime too unless its check could not
+    run g_a.onnx here, then the GridSample variant (the engine falls back at load time too)."""
+    deform = {s: f for s, f, v in plan if v == "deformconv"}
+    ort = dict(deform)
+    if checks and not checks["g_a.onnx"].checked_on and "g_a_gridsample.onnx" in checks:
+        ort["g_a"] = "g_a_gridsample.onnx"
+    return {"onnxruntime": ort, "tensorrt": dict(deform)}
+
+
+def format_table(graphs) -> str:
+    """The error table: one row per graph output."""
+    head = f"{'graph':<22}{'output':<11}{'max_abs':>10}{'max_rel':>10}{'max|ref|':>10}"
+    rows = [head + "  checked on"]
+    for g in graphs:
+        if not g.errors:
+            rows.append(f"{g.file:<22}{'-':<11}{'-':>10}{'-':>10}{'-':>10}  not run: {g.note}")
+        for name, e in g.errors.items():
+            rows.append(f"{g.file:<22}{name:<11}{e.max_abs:>10.2e}{e.max_rel:>10.2e}"
+                        f"{e.max_ref:>10.2e}  {g.checked_on}")
+    return "\n".join(rows)
+
+
+def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = None,
+                 opset: int = 19, check: bool = True, gridsample: bool = True,
+                 rtol: float = 1e-3, atol: float = 1e-4, threads: int = 0,
+                 log=None) -> Manifest:
+    """Export every stage of ``model`` (a FastLIC) to ``out_dir`` and write the manifest.
+
+    weights_sha256: hash of the weights file; default: :func:`state_dict_sha256`.
+    check: run each graph in onnxruntime (CPU) on photos against PyTorch.
+    gridsample: also write ``g_a_gridsample.onnx`` (no DeformConv node).
+    log: called with one line of progress per graph, then the error table.
+    """
+    from .check import check_graphs, photo_batches, raise_on_mismatch  # noqa: PLC0415 - torch
+    from .manifest import read_signature, sha256_file  # noqa: PLC0415
+
+    log = log or (lambda line: None)
+    weights_sha256 = weights_sha256 or state_dict_sha256(model)
+    model = copy.deepcopy(model).float().cpu().eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = _plan(gridsample)
+    _export_all(model, out, plan, opset, log)
+    batches = photo_batches() if check else []
+    checks = check_graphs(model, out, {f: s for s, f, _ in plan}, batches, rtol, atol,
+                          threads) if check else {}
+    graphs = tuple(GraphInfo(stage, file, variant, sha256_file(out / file),
+                             *read_signature(out / file), **_check_fields(checks.get(file)))
+                   for stage, file, variant in plan)
+    if check:
+        log(format_table(graphs))
+    raise_on_mismatch(checks)
+    manifest = Manifest(
+        model_name=model.cfg.name, model_config=model.cfg.to_json(),
+        weights_sha256=weights_sha256, opset=opset, versions=_versions(),
+        photos=tuple(b.label for b in batches), rtol=rtol, atol=atol,
+        graphs=graphs, engines=_engine_files(plan, checks))
+    write_manifest(out, manifest)
+    return manifest
+
+
+def _export_all(model, out: Path, plan, opset: int, log) -> None:
+    from .graphs import export_stage  # noqa: PLC0415 - imports torch
+
+    for stage, file, variant in plan:
+        start = time.perf_counter()
+        try:
+            export_stage(model, stage, out / file, opset=opset, variant=variant)
+        except (ValueError, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - torch.onnx / onnx checker failures
+            first = str(exc).splitlines()[0][:300] if str(exc) else ""
+            raise ExportError(f"exporting stage {stage} ({variant}) failed: "
+                              f"{type(exc).__name__}: {first}") from exc
+        log(f"exported {file:<22} stage {stage:<10} {variant:<11}"
+            f" {time.perf_counter() - start:5.1f} s")
+
+
+def _check_fields(result) -> dict:
+    if result is None:
+        return {"errors": {}, "checked_on": "", "note": "not checked (--no-check)"}
+    return {"errors": result.errors, "checked_on": result.checked_on, "note": result.note}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastlic export", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, type=Path, help="model directory to write")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                   help="weights (.safetensors); default: the bundled model")
+    p.add_argument("--opset", type=int, default=19, help="ONNX opset, 19 or newer")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
+    p.add_argument("--no-gridsample", action="store_true",
+                   help="do not write g_a_gridsample.onnx (the DeformConv-free g_a)")
+    p.add_argument("--rtol", type=float, default=1e-3)
+    p.add_argument("--atol", type=float, default=1e-4)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.opset < 19:
+        parser.error(f"--opset {args.opset}: DeformConv needs opset 19 or newer")
+    try:
+        from ..model.weights import file_hash, load_model  # noqa: PLC0415
+
+        if not args.model.is_file():
+            raise ModelLoadError(f"no weights at {args.model}; pass --model PATH")
+        model, _, _ = load_model(args.model)
+        manifest = export_model(model, args.out, weights_sha256=file_hash(args.model),
+                                opset=args.opset, check=not args.no_check,
+                                gridsample=not args.no_gridsample, rtol=args.rtol,
+                                atol=args.atol, log=print)
+    except FastlicError as exc:
+        print(f"fastlic: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"wrote {len(manifest.graphs)} graphs and manifest.json to {args.out}")
+    return 0

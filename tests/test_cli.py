@@ -1,0 +1,105 @@
+"""The fastlic command: round trips through files, typed errors, no partial outputs."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastlic.cli import main
+from fastlic.runtime.weights import ship_model
+
+
+@pytest.fixture(scope="module")
+def weights(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    ship_model(tiny_model, path, name="fastlic-tiny-test", quality=1)
+    return str(path)
+
+
+@pytest.fixture()
+def png(tmp_path, photo):
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    return path
+
+
+def test_compress_decompress_info(weights, png, tmp_path, capsys):
+    assert main(["compress", str(png), "--model", weights]) == 0
+    flic = png.with_suffix(".flic")
+    assert flic.is_file()
+    out = tmp_path / "out" / "photo.png"
+    assert main(["decompress", str(flic), "--out-dir", str(out.parent), "--model", weights]) == 0
+    decoded = np.asarray(Image.open(out))
+    assert decoded.shape == np.asarray(Image.open(png)).shape
+    assert main(["info", str(flic)]) == 0
+    assert "fastlic-tiny-test" in capsys.readouterr().out
+
+
+def test_shipped_fp16_model_round_trips_bit_exactly(weights, photo):
+    from fastlic.runtime.codec import Codec
+    codec = Codec.load(weights)
+    data, recon = codec.compress(photo, return_reconstruction=True)
+    np.testing.assert_array_equal(Codec.load(weights).decompress(data), recon)
+
+
+def test_many_files_and_greyscale(weights, tmp_path, photo):
+    paths = []
+    for i, image in enumerate([photo, photo[:, :, 0], photo[:17, :5]]):
+        paths.append(tmp_path / f"im{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    assert main(["compress", *map(str, paths), "--out-dir", str(tmp_path / "c"), "--model", weights]) == 0
+    flics = sorted((tmp_path / "c").glob("*.flic"))
+    assert main(["decompress", *map(str, flics), "--out-dir", str(tmp_path / "d"), "--model", weights]) == 0
+    grey = np.asarray(Image.open(tmp_path / "d" / "im1.png"))
+    assert grey.ndim == 2
+
+
+def test_corrupt_input_exits_non_zero_without_output(weights, png, tmp_path, capsys):
+    main(["compress", str(png), "--model", weights])
+    flic = png.with_suffix(".flic")
+    data = bytearray(flic.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "bad.flic"
+    bad.write_bytes(bytes(data))
+    code = main(["decompress", str(bad), "--model", weights])
+    err = capsys.readouterr().err
+    assert code != 0 and err.startswith("fastlic: error:") and err.count("\n") == 1
+    assert not bad.with_suffix(".png").exists()
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_wrong_model_and_odd_images_are_typed_errors(weights, png, tmp_path, capsys, tiny_model):
+    import copy
+
+    import torch
+    main(["compress", str(png), "--model", weights])
+    other = tmp_path / "other.safetensors"
+    drifted = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        drifted.g_s.out.bias.add_(0.1)
+    ship_model(drifted, other, name="fastlic-tiny-test", quality=1)
+    out = tmp_path / "never.png"
+    assert main(["decompress", str(png.with_suffix(".flic")), "-o", str(out), "--model", str(other)]) == 3
+    assert not out.exists()
+    assert "decode with model" in capsys.readouterr().err
+    rgba = tmp_path / "alpha.png"
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(rgba)
+    assert main(["compress", str(rgba), "--model", weights]) == 4
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.zeros((8, 8), np.uint16)).save(deep)
+    assert main(["compress", str(deep), "--model", weights]) == 4
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    assert main(["compress", str(junk), "--model", weights]) == 4
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_existing_output_is_not_overwritten(weights, png, capsys):
+    main(["compress", str(png), "--model", weights])
+    before = png.with_suffix(".flic").read_bytes()
+    assert main(["compress", str(png), "--model", weights]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert png.with_suffix(".flic").read_bytes() == before
+
+
+def test_missing_model_is_a_typed_error(png, tmp_path, capsys):
+    assert main(["compress", str(png), "--model", str(tmp_path / "none.safetensors")]) == 5
+    assert "not found" in capsys.readouterr().err
