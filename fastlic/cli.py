@@ -5,6 +5,15 @@
     fastlic info FILE.flic...
     fastlic demo
     fastlic train DATA --out RUN
+    fastlic export --out DIR [--model W]
+    fastlic profile IMAGE [--repeat N] [--json OUT] [--plot OUT.png]
+    fastlic bench DIR [--repeat N] [--json OUT]
+
+Model and engine options (compress, decompress, demo, profile, bench):
+    --model W.safetensors  --backend torch|onnxruntime  --model-dir EXPORT_DIR
+    --device cpu|cuda[:N]  --dtype float32|float16  --cuda-graphs  --threads N
+With --backend onnxruntime and no --model-dir, the model is exported once to
+~/.cache/fastlic (or $FASTLIC_CACHE_DIR) and reused.
 
 Errors print one line, ``fastlic: error: ...``, and exit non-zero; no output file
 is left half-written (outputs are written to a temporary name, then renamed).
@@ -20,8 +29,18 @@ from .errors import FastlicError, UsageError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="weights .safetensors (default: the shipped model)")
-    p.add_argument("--backend", default="torch", help="inference backend (default: torch)")
+    from .engines import BACKENDS
+    g = p.add_argument_group("model and engine")
+    g.add_argument("--model", help="weights .safetensors (default: the shipped model)")
+    g.add_argument("--backend", default="torch", choices=sorted(BACKENDS),
+                   help="inference backend (default: torch)")
+    g.add_argument("--model-dir", help="`fastlic export` directory (onnxruntime graphs; "
+                                       "default: exported once to the cache)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    g.add_argument("--dtype", default="float32", help="torch on CUDA: float32 or float16")
+    g.add_argument("--cuda-graphs", action="store_true", help="torch on CUDA: replay CUDA graphs")
+    g.add_argument("--threads", type=int, default=0,
+                   help="intra-op threads (0: the backend decides)")
 
 
 def _outputs(inputs: list[str], output: str | None, out_dir: str | None, suffix: str,
@@ -51,9 +70,23 @@ def _progress(items, desc: str):
     return tqdm(items, desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr)
 
 
+def _engine_options(args) -> dict:
+    """Only the options the user set, so a backend is not handed ones it does not take."""
+    options = {}
+    if args.dtype != "float32":
+        options["dtype"] = args.dtype
+    if args.cuda_graphs:
+        options["cuda_graphs"] = True
+    if args.threads:
+        options["threads"] = args.threads
+    return options
+
+
 def _load_codec(args):
     from .runtime.codec import Codec
-    return Codec.load(args.model, backend=args.backend)
+    return Codec.load(args.model, backend=args.backend, device=args.device,
+                      model_dir=args.model_dir, log=lambda line: print(line, file=sys.stderr),
+                      **_engine_options(args))
 
 
 def compress_main(argv: list[str]) -> int:
@@ -148,12 +181,88 @@ def train_main(argv: list[str]) -> int:
     return main(argv)
 
 
+def export_main(argv: list[str]) -> int:
+    from .export import main
+    return main(argv)
+
+
+def profile_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="fastlic profile",
+                                description="Time every encode and decode stage of one image "
+                                            "(device synchronised, warm-up dropped, medians).")
+    p.add_argument("image", help="an 8-bit image")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs after the warm-up (default 5)")
+    p.add_argument("--json", help="write the medians to this JSON file")
+    p.add_argument("--plot", help="write a bar chart to this PNG file")
+    _add_model_args(p)
+    args = p.parse_args(argv)
+    from .runtime import profile
+    from .runtime.image import read_image
+    if not Path(args.image).is_file():
+        raise UsageError(f"input not found: {args.image}")
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be at least 1, got {args.repeat}")
+    image = read_image(args.image, drop_alpha=True)[0]
+    codec = _load_codec(args)
+    result = profile.profile_codec(codec, image, args.repeat, name=Path(args.image).name)
+    print(profile.format_table(result))
+    if args.json:
+        profile.write_json(result, args.json)
+    if args.plot:
+        profile.plot(result, args.plot)
+    return 0
+
+
+def bench_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="fastlic bench",
+                                description="Encode/decode latency percentiles and throughput "
+                                            "over a folder of images.")
+    p.add_argument("folder", help="folder of images (PNG, JPEG, ...)")
+    p.add_argument("--repeat", type=int, default=1, help="round trips per image (default 1)")
+    p.add_argument("--json", help="write the summary to this JSON file")
+    _add_model_args(p)
+    args = p.parse_args(argv)
+    import json
+    from .runtime.bench import bench, format_report, image_files
+    files = image_files(args.folder)
+    codec = _load_codec(args)
+    enc, dec, bpp = bench(codec, files, args.repeat)
+    print(format_report(codec, len(files), args.repeat, enc, dec, bpp))
+    if args.json:
+        summary = {"images": len(files), "repeat": args.repeat, "backend": codec.backend,
+                   "device": codec.device, "mean_bpp": bpp,
+                   "encode": enc.summary(), "decode": dec.summary()}
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def train_ship_main(argv: list[str]) -> int:
+    from .training.checkpoint import ship_main
+    return ship_main(argv)
+
+
+def distill_main(argv: list[str]) -> int:
+    from .training.distill import main
+    return main(argv)
+
+
+def evaluate_main(argv: list[str]) -> int:
+    from .evaluation.run import main
+    return main(argv)
+
+
 COMMANDS = {
     "compress": compress_main,
     "decompress": decompress_main,
     "info": info_main,
     "demo": demo_main,
     "train": train_main,
+    "export": export_main,
+    "profile": profile_main,
+    "bench": bench_main,
+    "train-ship": train_ship_main,
+    "distill": distill_main,
+    "evaluate": evaluate_main,
 }
 
 

@@ -24,6 +24,40 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
+def shipped_tiny(tiny_model, tmp_path_factory) -> Path:
+    """A copy of tiny_model whose deformable conv really deforms, shipped (fp16 weights,
+    tables, name "fastlic-tiny-test", quality 1) to a .safetensors file."""
+    import copy
+
+    from fastlic.model.deform import ModulatedDeformConv
+    from fastlic.runtime.weights import ship_model
+    model = copy.deepcopy(tiny_model)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, ModulatedDeformConv):
+                torch.nn.init.normal_(module.offset_mask.weight, std=0.5)
+                torch.nn.init.normal_(module.offset_mask.bias, std=1.0)
+    path = tmp_path_factory.mktemp("shipped") / "tiny.safetensors"
+    ship_model(model, path, name="fastlic-tiny-test", quality=1)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_export(shipped_tiny, tmp_path_factory) -> Path:
+    """``fastlic export`` directory of shipped_tiny, with its weights copy; unchecked and
+    without the GridSample g_a (about 15 s on one core: export once per session)."""
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from fastlic.export import export_model
+    from fastlic.model.weights import load_model
+    out = tmp_path_factory.mktemp("export")
+    export_model(load_model(shipped_tiny)[0], out, weights_file=shipped_tiny, check=False,
+                 gridsample=False, threads=1)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_codec(tiny_model):
     from fastlic.runtime.codec import Codec
     return Codec.from_model(tiny_model)

@@ -3,7 +3,7 @@
 Each of the six stages of the codec is an engine that maps named numpy inputs to
 named numpy outputs (the ONNX tensor names in :data:`STAGES`). Backends:
 
-- ``torch``: the PyTorch modules (CPU; CUDA in a later issue), see ``torch_engine.py``.
+- ``torch``: the PyTorch modules (CPU; CUDA with float16 and CUDA graphs), see ``torch_engine.py``.
 - ``onnxruntime``: sessions over a ``fastlic export`` directory (CPU; CUDA/TensorRT
   providers when installed), see ``onnxruntime_engine.py``.
 

@@ -6,6 +6,7 @@
                               h_a, h_s, anchor, nonanchor, g_s .onnx
             ──check_graphs──▶ onnxruntime CPU vs PyTorch on photos (errors per output)
             ──write_manifest─▶ manifest.json (hashes, signatures, errors, engine files)
+    weights file ──copy──▶ weights.safetensors (identity and entropy tables, if given)
 
 All mismatches beyond tolerance are collected and raised as one
 :class:`~fastlic.errors.ExportMismatchError`; the manifest is written only when every
@@ -25,9 +26,10 @@ from ..errors import ExportError, FastlicError, ModelLoadError
 from .manifest import GraphInfo, Manifest, OutputError, load_manifest, write_manifest
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
+WEIGHTS_FILE = "weights.safetensors"
 
 __all__ = ["export_model", "load_manifest", "Manifest", "GraphInfo", "OutputError",
-           "state_dict_sha256", "main", "DEFAULT_MODEL"]
+           "state_dict_sha256", "main", "DEFAULT_MODEL", "WEIGHTS_FILE"]
 
 
 def state_dict_sha256(model) -> str:
@@ -88,12 +90,16 @@ def format_table(graphs) -> str:
 
 
 def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = None,
-                 opset: int = 19, check: bool = True, gridsample: bool = True,
+                 weights_file: str | Path | None = None, opset: int = 19,
+                 check: bool = True, gridsample: bool = True,
                  rtol: float = 1e-3, atol: float = 1e-4, threads: int = 0,
                  log=None) -> Manifest:
     """Export every stage of ``model`` (a FastLIC) to ``out_dir`` and write the manifest.
 
     weights_sha256: hash of the weights file; default: :func:`state_dict_sha256`.
+    weights_file: the .safetensors ``model`` was loaded from; copied into ``out_dir`` as
+        ``weights.safetensors`` (a runtime Codec reads identity and tables from it) and
+        its sha256 becomes ``weights_sha256``.
     check: run each graph in onnxruntime (CPU) on photos against PyTorch.
     gridsample: also write ``g_a_gridsample.onnx`` (no DeformConv node).
     log: called with one line of progress per graph, then the error table.
@@ -102,10 +108,12 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
     from .manifest import read_signature, sha256_file  # noqa: PLC0415
 
     log = log or (lambda line: None)
-    weights_sha256 = weights_sha256 or state_dict_sha256(model)
-    model = copy.deepcopy(model).float().cpu().eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if weights_file is not None:
+        weights_sha256 = _copy_weights(Path(weights_file), out, weights_sha256)
+    weights_sha256 = weights_sha256 or state_dict_sha256(model)
+    model = copy.deepcopy(model).float().cpu().eval()
     plan = _plan(gridsample)
     _export_all(model, out, plan, opset, log)
     batches = photo_batches() if check else []
@@ -121,9 +129,25 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
         model_name=model.cfg.name, model_config=model.cfg.to_json(),
         weights_sha256=weights_sha256, opset=opset, versions=_versions(),
         photos=tuple(b.label for b in batches), rtol=rtol, atol=atol,
-        graphs=graphs, engines=_engine_files(plan, checks))
+        graphs=graphs, engines=_engine_files(plan, checks),
+        weights_file=WEIGHTS_FILE if weights_file is not None else "")
     write_manifest(out, manifest)
     return manifest
+
+
+def _copy_weights(src: Path, out: Path, expected: str | None) -> str:
+    """Copy the weights file into ``out``; returns its sha256 (checked against ``expected``)."""
+    import shutil  # noqa: PLC0415
+
+    from .manifest import sha256_file  # noqa: PLC0415
+
+    if not src.is_file():
+        raise ModelLoadError(f"no weights at {src}; pass the .safetensors the model came from")
+    shutil.copyfile(src, out / WEIGHTS_FILE)
+    digest = sha256_file(out / WEIGHTS_FILE)
+    if expected and expected != digest:
+        raise ExportError(f"{src} has sha256 {digest[:16]}…, not the given {expected[:16]}…")
+    return digest
 
 
 def _export_all(model, out: Path, plan, opset: int, log) -> None:
@@ -150,7 +174,9 @@ def _check_fields(result) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastlic export", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="fastlic export", description=__doc__.splitlines()[0],
+                                epilog="Use the directory with: fastlic compress/decompress "
+                                       "--backend onnxruntime --model-dir OUT")
     p.add_argument("--out", required=True, type=Path, help="model directory to write")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL,
                    help="weights (.safetensors); default: the bundled model")
@@ -175,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ModelLoadError(f"no weights at {args.model}; pass --model PATH")
         model, _, _ = load_model(args.model)
         manifest = export_model(model, args.out, weights_sha256=file_hash(args.model),
-                                opset=args.opset, check=not args.no_check,
+                                weights_file=args.model, opset=args.opset,
+                                check=not args.no_check,
                                 gridsample=not args.no_gridsample, rtol=args.rtol,
                                 atol=args.atol, log=print)
     except FastlicError as exc:

@@ -3,6 +3,9 @@
 Layout of a directory written by :func:`fastlic.export.export_model`::
 
     manifest.json          this file's Manifest
+    weights.safetensors    the shipped weights file exported (when exported from a file):
+                           model identity (name, hash, quality) and entropy tables for
+                           a runtime Codec; its sha256 is ``weights_sha256``
     g_a.onnx               DeformConv variant (TensorRT, onnxruntime >= 1.25)
     g_a_gridsample.onnx    GridSample variant (onnxruntime without a DeformConv kernel)
     h_a.onnx h_s.onnx anchor.onnx nonanchor.onnx g_s.onnx
@@ -74,6 +77,7 @@ class Manifest:
     atol: float
     graphs: tuple[GraphInfo, ...]
     engines: dict[str, dict[str, str]]   # engine -> stage -> file
+    weights_file: str = ""       # copy of the weights file in the directory ("" if none)
     format_version: int = FORMAT_VERSION
 
     def graph(self, file: str) -> GraphInfo:
@@ -150,6 +154,7 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
         raise ManifestError(f"manifest format {manifest.format_version} is not supported "
                             f"(this build reads {FORMAT_VERSION}); export the model again")
     problems = [p for g in manifest.graphs for p in _graph_problems(directory, g, verify)]
+    problems += _weights_problems(directory, manifest, verify)
     if problems:
         raise ManifestError(f"{directory}: " + "; ".join(problems)
                             + "; export the model again")
@@ -170,3 +175,14 @@ def _graph_problems(directory: Path, g: GraphInfo, verify: bool) -> list[str]:
     elif verify and sha256_file(path) != g.sha256:
         problems.append(f"{g.file} sha256 differs from the manifest (modified or corrupt)")
     return problems
+
+
+def _weights_problems(directory: Path, manifest: Manifest, verify: bool) -> list[str]:
+    if not manifest.weights_file:
+        return []
+    path = directory / manifest.weights_file
+    if not path.is_file():
+        return [f"{manifest.weights_file} is missing"]
+    if verify and sha256_file(path) != manifest.weights_sha256:
+        return [f"{manifest.weights_file} sha256 differs from the manifest's weights_sha256"]
+    return []

@@ -1,4 +1,5 @@
-"""Model configurations: teacher, student, the CPU-trainable small one, and tiny for tests."""
+"""Model configurations: teacher, student (and its slimmer pass-3 decoder), the
+CPU-trainable small one, and tiny ones for tests."""
 from __future__ import annotations
 
 import dataclasses
@@ -46,7 +47,13 @@ CONFIGS = {
     "teacher": ModelConfig("teacher", 128, 192, 128, 128, dec_blocks=1),
     "student": ModelConfig("student", 128, 192, 128, 64, dec_blocks=0),
     "small": ModelConfig("small", 64, 128, 64, 64, dec_blocks=0),
+    # Distillation pass 3: the student's decoder at 40 channels, 0.44x its MACs.
+    "student_slim": ModelConfig("student_slim", 128, 192, 128, 40, dec_blocks=0),
     "tiny": ModelConfig("tiny", 12, 16, 8, 12, dec_blocks=0),
+    # Tests of the three distillation passes: same shape relations, tiny widths.
+    "tiny_teacher": ModelConfig("tiny_teacher", 12, 16, 8, 16, dec_blocks=1),
+    "tiny_student": ModelConfig("tiny_student", 12, 16, 8, 8, dec_blocks=0),
+    "tiny_student_slim": ModelConfig("tiny_student_slim", 12, 16, 8, 4, dec_blocks=0),
 }
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +31,14 @@ import numpy as np
 from ..engines import load_engines
 from ..entropy.coder import SymbolCoder
 from ..entropy.tables import EntropyTables, build_tables
-from ..errors import CorruptBitstreamError, ModelLoadError
+from ..errors import CorruptBitstreamError
 from ..model import STRIDE
 from .bitstream import (Bitstream, ColorLayout, Header, check_model, check_table_indices, pack,
                         table_index_crc, unpack)
 from .image import from_codable, to_codable
-from .profiling import StageTimer, maybe_stage
+from .models import cached_export, load_network, read_shipped, shipped_from_dir
+from .models import engine_options as engine_options_for
+from .profiling import StageTimer, activate, maybe_stage
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
 
@@ -85,21 +86,28 @@ class _Latent:
 
 
 class Codec:
-    """A loaded model ready to compress and decompress; safe to share between threads."""
+    """A loaded model ready to compress and decompress; safe to share between threads.
 
-    def __init__(self, info: ModelInfo, engines: dict, tables: EntropyTables):
+    Load once and reuse: ``Codec.load(weights, backend=..., device=...)`` builds the
+    engines; ``compress`` and ``decompress`` keep no per-call state on the object.
+    """
+
+    def __init__(self, info: ModelInfo, engines: dict, tables: EntropyTables,
+                 backend: str = "torch", device: str = "cpu"):
         self.info = info
         self.engines = engines
         self.tables = tables
+        self.backend = backend
+        self.device = device
         self.z_coder = SymbolCoder(tables.z)
         self.anchor_coder = SymbolCoder(tables.y[info.anchor_family])
         self.nonanchor_coder = SymbolCoder(tables.y[info.nonanchor_family])
-        self._lock = threading.Lock()
 
     # ---- construction -----------------------------------------------------------
     @classmethod
     def from_model(cls, model, name: str | None = None, quality: int = 0, tables=None,
-                   weights_hash: bytes | None = None, backend: str = "torch", **engine_options):
+                   weights_hash: bytes | None = None, backend: str = "torch",
+                   device: str = "cpu", **engine_options):
         """Wrap an in-memory FastLIC (tests, training); tables are built if not given."""
         if weights_hash is None:
             h = hashlib.sha256()
@@ -110,24 +118,45 @@ class Codec:
         cfg = model.cfg
         info = ModelInfo(name or f"fastlic-{cfg.name}", weights_hash, quality, cfg.latent_channels,
                          cfg.anchor_family, cfg.nonanchor_family)
+        options = engine_options_for(backend, device, engine_options)
         tables = tables or build_tables(model)
-        return cls(info, load_engines(backend, model, **engine_options), tables)
+        return cls(info, load_engines(backend, model, **options), tables, backend, device)
 
     @classmethod
-    def load(cls, weights: str | Path | None = None, backend: str = "torch", **engine_options):
-        """Load shipped weights (default: the package's default model)."""
-        from ..model.weights import file_hash, load_model
-        path = Path(weights) if weights else DEFAULT_WEIGHTS
-        if not path.is_file():
-            raise ModelLoadError(f"model weights not found: {path}")
-        try:
-            model, extra, meta = load_model(path)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise ModelLoadError(f"{path} is not a fastlic model: {exc}") from exc
-        tables = EntropyTables.from_tensors(extra)
-        return cls.from_model(model, name=meta.get("name"), quality=int(meta.get("quality", 0)),
-                              tables=tables, weights_hash=bytes.fromhex(file_hash(path))[:8],
-                              backend=backend, **engine_options)
+    def load(cls, weights: str | Path | None = None, backend: str = "torch", device: str = "cpu",
+             *, model_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+             log=None, **engine_options):
+        """Load a shipped model for ``backend`` ("torch" or "onnxruntime") on ``device``.
+
+        weights: .safetensors (default: the package's model, or the copy in ``model_dir``).
+        model_dir: a ``fastlic export`` directory; onnxruntime runs its graphs. Without
+            it, onnxruntime exports ``weights`` once into ``cache_dir`` (default
+            ~/.cache/fastlic) and reuses that; ``log`` gets the progress lines.
+        engine_options: torch: dtype ("float32"/"float16"), cuda_graphs, threads;
+            onnxruntime: providers, threads, verify.
+        Identity and tables come from the weights file either way, so bitstreams are
+        interchangeable between backends.
+        """
+        options = engine_options_for(backend, device, engine_options)
+        weights = Path(weights) if weights else None
+        if backend == "onnxruntime":
+            directory = Path(model_dir) if model_dir else cached_export(
+                weights or DEFAULT_WEIGHTS, cache_dir, log)
+            shipped = shipped_from_dir(directory, weights, options.pop("verify", True))
+            engines = load_engines(backend, directory, verify=False, **options)
+        else:
+            path = weights or DEFAULT_WEIGHTS
+            if model_dir:   # its weights copy; ``weights``, if given, must be its source
+                path = shipped_from_dir(Path(model_dir), weights).path
+            shipped = read_shipped(path)
+            engines = load_engines(backend, load_network(path), **options)
+        return cls(shipped.info, engines, shipped.tables, backend, device)
+
+    def synchronize(self) -> None:
+        """Wait for work queued on the device (CUDA); for timers. A no-op on the CPU."""
+        sync = getattr(self.engines.get("g_s"), "synchronize", None)
+        if sync is not None:
+            sync()
 
     # ---- stages -----------------------------------------------------------------
     def _run(self, stage: str, timer, **inputs) -> dict[str, np.ndarray]:
@@ -145,35 +174,56 @@ class Codec:
     def compress(self, image: np.ndarray, drop_alpha: bool = False, timer: StageTimer | None = None,
                  return_reconstruction: bool = False):
         """uint8 image (H, W[, 3|4]) -> .flic bytes (and the decoder's exact output if asked)."""
-        rgb, layout = to_codable(image, drop_alpha)
-        geo = _Latent(rgb.shape[0], rgb.shape[1])
+        with activate(timer):
+            rgb, layout = to_codable(image, drop_alpha)
+            geo = _Latent(rgb.shape[0], rgb.shape[1])
+            y, z_hat = self._analyse(rgb, geo, timer)
+            hyper = self._hyper(z_hat, timer)
+            q = self._quantise(y, hyper, geo, timer)
+            data = self._code(z_hat, q, geo, layout, timer)
+            if not return_reconstruction:
+                return data
+            with maybe_stage(timer, "dequantize"):
+                y_hat = _full_latent(q.y_hat_anchor, q.sym, q.mean_n, geo.anchor)
+            return data, self._synthesize(y_hat, geo, layout, timer)
+
+    def _analyse(self, rgb: np.ndarray, geo: _Latent, timer) -> tuple[np.ndarray, np.ndarray]:
+        """Padded image -> (y (1, M, h, w), ẑ (1, Nh, h/4, w/4)) float32."""
         with maybe_stage(timer, "pad"):
-            x = np.pad(rgb, ((0, geo.pad_h - geo.height), (0, geo.pad_w - geo.width), (0, 0)), mode="edge")
-            x = (x.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+            x = np.pad(rgb, ((0, geo.pad_h - geo.height), (0, geo.pad_w - geo.width), (0, 0)),
+                       mode="edge")
+            x = x.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
         y = self._run("g_a", timer, image=x)["y"]
         z = self._run("h_a", timer, y=y)["z"]
-        z_hat = np.round(z).astype(np.float32)
-        hyper = self._hyper(z_hat, timer)
+        with maybe_stage(timer, "quantize_z"):
+            return y, np.round(z).astype(np.float32)
+
+    def _quantise(self, y: np.ndarray, hyper: np.ndarray, geo: _Latent, timer) -> "_Quantised":
+        """The two checkerboard passes of the encoder: symbols and entropy parameters."""
         scale_a, mean_a = self._params("anchor", timer, hyper=hyper)
         with maybe_stage(timer, "quantize_anchor"):
             sym_a = np.round(y - mean_a)
             y_hat_anchor = _anchor_input(sym_a, mean_a, geo.anchor)
         scale_n, mean_n = self._params("nonanchor", timer, hyper=hyper, y_hat_anchor=y_hat_anchor)
         with maybe_stage(timer, "quantize_nonanchor"):
-            sym_n = np.round(y - mean_n)
-            sym = np.where(geo.anchor, sym_a, sym_n)[0].astype(np.int32)        # (M, h, w)
-            mask = sym.reshape(sym.shape[0], -1).any(axis=1)
-        with maybe_stage(timer, "entropy_encode"):
+            sym = np.where(geo.anchor, sym_a, np.round(y - mean_n))
+            mask = sym[0].reshape(sym.shape[1], -1).any(axis=1)
+        return _Quantised(sym, mask, scale_a, scale_n, mean_n, y_hat_anchor)
+
+    def _code(self, z_hat, q: "_Quantised", geo: _Latent, layout, timer) -> bytes:
+        """Entropy-code ẑ and both passes, then pack the bitstream."""
+        sym = q.sym[0].astype(np.int32)                                        # (M, h, w)
+        with maybe_stage(timer, "entropy_encode_z"):
             sub_z = self._encode_z(z_hat)
-            sub_a, crc_a = self._encode_pass(self.anchor_coder, sym, scale_a, mask, geo.anchor)
-            sub_n, crc_n = self._encode_pass(self.nonanchor_coder, sym, scale_n, mask, ~geo.anchor)
-        header = Header(self.info.name, self.info.weights_hash, self.info.quality, geo.height,
-                        geo.width, layout, tuple(bool(b) for b in mask), (crc_a, crc_n))
-        data = pack(Bitstream(header, (sub_z, sub_a, sub_n)))
-        if not return_reconstruction:
-            return data
-        y_hat = _full_latent(y_hat_anchor, sym_n, mean_n, geo.anchor)
-        return data, self._synthesize(y_hat, geo, layout, timer)
+        with maybe_stage(timer, "entropy_encode_anchor"):
+            sub_a, crc_a = self._encode_pass(self.anchor_coder, sym, q.scale_a, q.mask, geo.anchor)
+        with maybe_stage(timer, "entropy_encode_nonanchor"):
+            sub_n, crc_n = self._encode_pass(self.nonanchor_coder, sym, q.scale_n, q.mask,
+                                             ~geo.anchor)
+        with maybe_stage(timer, "pack"):
+            header = Header(self.info.name, self.info.weights_hash, self.info.quality, geo.height,
+                            geo.width, layout, tuple(bool(b) for b in q.mask), (crc_a, crc_n))
+            return pack(Bitstream(header, (sub_z, sub_a, sub_n)))
 
     def _encode_z(self, z_hat: np.ndarray):
         c = z_hat.shape[1]
@@ -197,28 +247,42 @@ class Codec:
 
     def decompress(self, data: bytes, timer: StageTimer | None = None) -> np.ndarray:
         """.flic bytes -> uint8 (H, W, 3), or (H, W) for greyscale images."""
-        with maybe_stage(timer, "parse"):
-            bs = self.read_header(data)
+        with activate(timer):
+            with maybe_stage(timer, "parse"):
+                bs = self.read_header(data)
+            h = bs.header
+            geo = _Latent(h.height, h.width)
+            y_hat = self._decode_latent(bs, geo, timer)
+            return self._synthesize(y_hat, geo, h.color, timer)
+
+    def decode_latent(self, data: bytes) -> np.ndarray:
+        """.flic bytes -> ŷ (1, M, h, w) float32, the input of g_s (for analysis and tests)."""
+        bs = self.read_header(data)
+        return self._decode_latent(bs, _Latent(bs.header.height, bs.header.width), None)
+
+    def _decode_latent(self, bs: Bitstream, geo: _Latent, timer) -> np.ndarray:
         h = bs.header
-        geo = _Latent(h.height, h.width)
         mask = np.array(h.channel_mask, dtype=bool)
-        m = self.info.latent_channels
-        zc = self.tables.z.pmfs.shape[0]
-        with maybe_stage(timer, "entropy_decode_z"):
-            idx = np.repeat(np.arange(zc, dtype=np.int32), geo.z_shape[0] * geo.z_shape[1])
-            z_hat = self.z_coder.decode(bs.substreams[0], idx)
-            z_hat = z_hat.reshape(1, zc, *geo.z_shape).astype(np.float32)
+        z_hat = self._decode_z(bs.substreams[0], geo, timer)
         hyper = self._hyper(z_hat, timer)
-        sym = np.zeros((1, m, *geo.anchor.shape), dtype=np.float32)
+        sym = np.zeros((1, self.info.latent_channels, *geo.anchor.shape), dtype=np.float32)
         scale_a, mean_a = self._params("anchor", timer, hyper=hyper)
         self._decode_pass(self.anchor_coder, bs.substreams[1], h, sym, scale_a,
                           mask, geo.anchor, "anchor", timer)
-        y_hat_anchor = _anchor_input(sym, mean_a, geo.anchor)
+        with maybe_stage(timer, "dequantize_anchor"):
+            y_hat_anchor = _anchor_input(sym, mean_a, geo.anchor)
         scale_n, mean_n = self._params("nonanchor", timer, hyper=hyper, y_hat_anchor=y_hat_anchor)
         self._decode_pass(self.nonanchor_coder, bs.substreams[2], h, sym, scale_n,
                           mask, ~geo.anchor, "nonanchor", timer)
-        y_hat = _full_latent(y_hat_anchor, sym, mean_n, geo.anchor)
-        return self._synthesize(y_hat, geo, h.color, timer)
+        with maybe_stage(timer, "dequantize"):
+            return _full_latent(y_hat_anchor, sym, mean_n, geo.anchor)
+
+    def _decode_z(self, data: bytes, geo: _Latent, timer) -> np.ndarray:
+        zc = self.tables.z.pmfs.shape[0]
+        with maybe_stage(timer, "entropy_decode_z"):
+            idx = np.repeat(np.arange(zc, dtype=np.int32), geo.z_shape[0] * geo.z_shape[1])
+            z_hat = self.z_coder.decode(data, idx)
+            return z_hat.reshape(1, zc, *geo.z_shape).astype(np.float32)
 
     def _decode_pass(self, coder, data, header, sym, scale, mask, positions, name, timer):
         """Decode one checkerboard pass into ``sym`` (1, M, h, w) in place."""
@@ -237,3 +301,15 @@ class Codec:
             rgb = x_hat[0, :, :geo.height, :geo.width].transpose(1, 2, 0)
             rgb = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
             return from_codable(rgb, ColorLayout(layout))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Quantised:
+    """The encoder's symbols and parameters, all (1, M, h, w) float32 (mask: (M,) bool)."""
+
+    sym: np.ndarray            # anchors from pass 1, non-anchors from pass 2 (integers)
+    mask: np.ndarray           # channels with a non-zero symbol: the coded ones
+    scale_a: np.ndarray
+    scale_n: np.ndarray
+    mean_n: np.ndarray
+    y_hat_anchor: np.ndarray   # ŷ at anchors, 0 elsewhere: the input of pass 2

@@ -1,0 +1,230 @@
+"""Backends in the runtime: torch and onnxruntime Codecs, cross-backend decoding,
+the export cache, typed engine errors, thread safety, and the CLI options.
+
+One session-scoped export of a tiny shipped model (conftest ``tiny_export``) feeds
+every onnxruntime test.
+"""
+from __future__ import annotations
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from fastlic.cli import main  # noqa: E402
+from fastlic.errors import BackendMismatchError, EngineError, ModelLoadError  # noqa: E402
+from fastlic.runtime.codec import Codec  # noqa: E402
+
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="tests the CPU-only error")
+
+
+@pytest.fixture(scope="module")
+def torch_codec(shipped_tiny):
+    return Codec.load(shipped_tiny, backend="torch")
+
+
+@pytest.fixture(scope="module")
+def ort_codec(tiny_export):
+    return Codec.load(backend="onnxruntime", model_dir=tiny_export, threads=1)
+
+
+@pytest.fixture(scope="module")
+def images(photo):
+    rng = np.random.default_rng(3)
+    return {"photo": photo, "noise": rng.integers(0, 256, (37, 53, 3), dtype=np.uint8),
+            "grey ramp": np.add.outer(np.arange(70), np.arange(90)).astype(np.uint8)}
+
+
+def test_export_dir_codec_has_the_weights_identity_and_tables(torch_codec, ort_codec, tiny_export):
+    from fastlic.export import WEIGHTS_FILE, load_manifest
+    from fastlic.model.weights import file_hash
+    assert ort_codec.info == torch_codec.info and ort_codec.tables == torch_codec.tables
+    assert ort_codec.info.name == "fastlic-tiny-test" and ort_codec.info.quality == 1
+    manifest = load_manifest(tiny_export)
+    assert manifest.weights_file == WEIGHTS_FILE
+    assert bytes.fromhex(manifest.weights_sha256)[:8] == torch_codec.info.weights_hash
+    assert manifest.weights_sha256 == file_hash(tiny_export / WEIGHTS_FILE)
+    assert (ort_codec.backend, ort_codec.device) == ("onnxruntime", "cpu")
+    # torch can run from the export directory too (its weights copy)
+    assert Codec.load(model_dir=tiny_export).info == torch_codec.info
+
+
+def test_export_dir_of_other_weights_or_without_weights_is_refused(tiny_model, tiny_export,
+                                                                    tmp_path):
+    from fastlic.runtime.weights import ship_model
+    other = tmp_path / "other.safetensors"
+    ship_model(tiny_model, other, name="other", quality=0)
+    with pytest.raises(ModelLoadError, match="exported from another model"):
+        Codec.load(other, backend="onnxruntime", model_dir=tiny_export, threads=1)
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_export, bare)
+    (bare / "manifest.json").write_text(
+        (bare / "manifest.json").read_text().replace('"weights.safetensors"', '""'))
+    with pytest.raises(ModelLoadError, match="holds no weights file"):
+        Codec.load(backend="onnxruntime", model_dir=bare)
+
+
+def _symbols_equal(enc: Codec, dec: Codec, data: bytes) -> bool:
+    """ŷ = symbol + mean: the decoders' latents differ by float noise in the means only."""
+    return float(np.abs(enc.decode_latent(data) - dec.decode_latent(data)).max()) < 1e-3
+
+
+@pytest.mark.parametrize("direction", ["torch->onnxruntime", "onnxruntime->torch"])
+def test_cross_backend_decodes_exactly_or_raises(torch_codec, ort_codec, images, direction):
+    """Never a silently wrong image. "Wrong" = the decoded image differs from the encoder's
+    own reconstruction by more than float noise: any symbol differs, a pixel by more than
+    one level, or more than 0.1% of pixels at all. Measured on Kodak, float noise in
+    g_s and the means flips one level at ~1e-5 of pixels (benchmarks/cross_backend.py)."""
+    enc, dec = (torch_codec, ort_codec) if direction.startswith("torch") else (ort_codec,
+                                                                                torch_codec)
+    for name, image in images.items():
+        data, recon = enc.compress(image, return_reconstruction=True)
+        try:
+            out = dec.decompress(data)
+        except BackendMismatchError:
+            continue
+        assert _symbols_equal(enc, dec, data), name
+        diff = np.abs(out.astype(np.int16) - recon)
+        assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3, (name, diff.max())
+
+
+def test_other_table_indices_across_backends_raise(torch_codec, ort_codec, photo):
+    """An onnxruntime decoder whose scales land on other table rows must stop."""
+    class Drift:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, inputs):
+            out = dict(self.inner.run(inputs))
+            out["scale"] = out["scale"] * np.float32(1.3)
+            return out
+
+    engines = {**ort_codec.engines, "anchor": Drift(ort_codec.engines["anchor"])}
+    drifted = Codec(ort_codec.info, engines, ort_codec.tables, "onnxruntime")
+    with pytest.raises(BackendMismatchError):
+        drifted.decompress(torch_codec.compress(photo))
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_one_codec_decodes_from_four_threads_identically(backend, torch_codec, ort_codec, images):
+    codec = torch_codec if backend == "torch" else ort_codec
+    streams = [codec.compress(im) for im in images.values()]
+    streams.append(streams[0])
+    expected = [codec.decompress(s) for s in streams[:4]]
+    results: dict[int, np.ndarray] = {}
+    barrier = threading.Barrier(4)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        for _ in range(2):
+            results[i] = codec.decompress(streams[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, want in enumerate(expected):
+        np.testing.assert_array_equal(results[i], want)
+
+
+def test_export_cache_exports_once_and_replaces_a_stale_one(shipped_tiny, tiny_export, tmp_path,
+                                                            monkeypatch):
+    from fastlic.model.weights import file_hash
+    from fastlic.runtime import models
+    calls = []
+
+    def fake_export(weights, out, digest, log):
+        calls.append(weights)
+        log("exported (fake)")
+        shutil.copytree(tiny_export, out, dirs_exist_ok=True)
+
+    monkeypatch.setattr(models, "_export", fake_export)
+    lines: list[str] = []
+    for _ in range(2):
+        codec = Codec.load(shipped_tiny, backend="onnxruntime", cache_dir=tmp_path,
+                           log=lines.append, threads=1)
+    target = tmp_path / f"onnx-{file_hash(shipped_tiny)[:16]}"
+    assert len(calls) == 1 and (target / "manifest.json").is_file()
+    assert "exporting" in lines[0] and str(target) in lines[0]
+    assert codec.info.name == "fastlic-tiny-test"
+    (target / "manifest.json").write_text("{broken")
+    Codec.load(shipped_tiny, backend="onnxruntime", cache_dir=tmp_path, log=lines.append, threads=1)
+    assert len(calls) == 2 and not list(tmp_path.glob(".onnx-*"))
+
+
+@no_cuda
+def test_cuda_without_a_gpu_is_a_typed_error(shipped_tiny, tiny_model):
+    with pytest.raises(EngineError, match="CUDA is not available"):
+        Codec.load(shipped_tiny, device="cuda")
+    with pytest.raises(EngineError, match="CUDA is not available"):
+        Codec.from_model(tiny_model, device="cuda:0", cuda_graphs=True)
+
+
+def test_bad_engine_options_are_typed_errors(shipped_tiny, tiny_export):
+    import onnxruntime as ort
+    cases = [dict(device="cpu", dtype="float16"), dict(device="cpu", cuda_graphs=True),
+             dict(device="tpu"), dict(device="cpu", dtype="int8")]
+    for options in cases:
+        with pytest.raises(EngineError):
+            Codec.load(shipped_tiny, **options)
+    with pytest.raises(EngineError, match="does not take"):
+        Codec.load(backend="onnxruntime", model_dir=tiny_export, dtype="float16")
+    with pytest.raises(EngineError, match="unknown backend"):
+        Codec.load(shipped_tiny, backend="tensorflow")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(EngineError, match="CUDA is not available to onnxruntime"):
+            Codec.load(backend="onnxruntime", model_dir=tiny_export, device="cuda")
+
+
+def test_torch_engine_on_cpu_runs_the_callers_model(tiny_model):
+    from fastlic.engines import load_engines
+    engines = load_engines("torch", tiny_model)
+    assert engines["g_s"].fn.__self__ is tiny_model and not engines["g_s"].copies
+
+
+def test_cli_compress_with_torch_decompress_with_onnxruntime(shipped_tiny, tiny_export, photo,
+                                                              tmp_path, capsys):
+    from PIL import Image
+    png = tmp_path / "p.png"
+    Image.fromarray(photo).save(png)
+    assert main(["compress", str(png), "--model", str(shipped_tiny)]) == 0
+    out = tmp_path / "back.png"
+    assert main(["decompress", str(png.with_suffix(".flic")), "-o", str(out), "--backend",
+                 "onnxruntime", "--model-dir", str(tiny_export), "--threads", "1"]) == 0
+    decoded = np.asarray(Image.open(out))
+    recon = Codec.load(shipped_tiny).decompress(png.with_suffix(".flic").read_bytes())
+    assert np.abs(decoded.astype(int) - recon).max() <= 1
+    code = main(["decompress", str(png.with_suffix(".flic")), "-o", str(tmp_path / "x.png"),
+                 "--model", str(shipped_tiny), "--device", "cuda"])
+    if not torch.cuda.is_available():
+        assert code == EngineError.exit_code
+        assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_cli_export_passes_the_weights_file(shipped_tiny, tmp_path, monkeypatch):
+    import fastlic.export as export
+    seen = {}
+
+    def fake_export(model, out, **kw):
+        seen.update(kw, out=out)
+        return export.Manifest("tiny", "", "", 19, {}, (), 0.0, 0.0, (), {})
+
+    monkeypatch.setattr(export, "export_model", fake_export)
+    assert main(["export", "--out", str(tmp_path / "o"), "--model", str(shipped_tiny),
+                 "--no-check"]) == 0
+    assert seen["weights_file"] == shipped_tiny and seen["check"] is False
+
+
+def test_torch_from_an_export_dir_checks_the_weights(shipped_tiny, tiny_export, tiny_model,
+                                                     tmp_path):
+    from fastlic.runtime.weights import ship_model
+    assert Codec.load(shipped_tiny, model_dir=tiny_export).info.name == "fastlic-tiny-test"
+    other = tmp_path / "other.safetensors"
+    ship_model(tiny_model, other, name="other", quality=0)
+    with pytest.raises(ModelLoadError, match="exported from another model"):
+        Codec.load(other, model_dir=tiny_export)
