@@ -103,3 +103,12 @@ def test_existing_output_is_not_overwritten(weights, png, capsys):
 def test_missing_model_is_a_typed_error(png, tmp_path, capsys):
     assert main(["compress", str(png), "--model", str(tmp_path / "none.safetensors")]) == 5
     assert "not found" in capsys.readouterr().err
+
+
+def test_shipping_the_same_model_twice_gives_the_same_file(tiny_model, tmp_path):
+    """The file hash is the model identity in bitstreams: it must not depend on dict order."""
+    from fastlic.model.weights import file_hash
+    paths = [tmp_path / f"m{i}.safetensors" for i in range(3)]
+    for p in paths:
+        ship_model(tiny_model, p, name="fastlic-tiny-test", quality=1, metadata={"a": "1", "b": "2"})
+    assert len({file_hash(p) for p in paths}) == 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -19,12 +20,19 @@ def save_model(model: FastLIC, path: str | Path, extra_tensors: dict | None = No
                for k, v in model.state_dict().items()}
     tensors.update(extra_tensors or {})
     meta = {"config": model.cfg.to_json(), **(metadata or {})}
-    save_file(tensors, str(path), metadata=meta)
+    # One key holding sorted JSON: safetensors writes several keys in a random
+    # order, and the file's sha256 is the model's identity in every bitstream.
+    save_file(tensors, str(path), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+
+
+_META_KEY = "fastlic"
 
 
 def read_metadata(path: str | Path) -> dict:
+    """The metadata dict given to :func:`save_model` (values are strings)."""
     with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+        raw = dict(f.metadata() or {})
+    return json.loads(raw[_META_KEY]) if _META_KEY in raw else raw
 
 
 def load_model(path: str | Path) -> tuple[FastLIC, dict, dict]:

@@ -47,15 +47,15 @@ def read_shipped(path: str | Path) -> ShippedModel:
     from safetensors import safe_open  # noqa: PLC0415
 
     from ..model.config import ModelConfig  # noqa: PLC0415
-    from ..model.weights import file_hash  # noqa: PLC0415
+    from ..model.weights import file_hash, read_metadata  # noqa: PLC0415
     from .codec import ModelInfo  # noqa: PLC0415 - codec imports this module lazily
 
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model weights not found: {path}")
     try:
+        meta = read_metadata(path)
         with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
             tables = {k: f.get_tensor(k) for k in f.keys() if k.startswith("tables.")}
         cfg = ModelConfig.from_json(meta["config"])
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
