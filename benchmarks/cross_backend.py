@@ -1,22 +1,26 @@
 """Cross-backend decoding: encode with torch, decode with onnxruntime, and back.
 
-Per image and direction the result is ``identical`` (the decoded image equals the
+Per image and direction the result is ``bit-exact`` (the decoded image equals the
 encoder's own reconstruction, bit for bit), ``BackendMismatchError`` (the header's
-table-index CRCs caught a decoder that derived other probability tables), or the
-largest pixel difference and how many pixels differ. Two diagnostics say where a
-difference comes from:
+table-index CRCs caught a decoder that derived other probability tables),
+``ReconstructionMismatchError`` (with ``--checksum`` only: the header's
+reconstruction CRC caught an image that differs), or the largest pixel difference
+and how many pixels differ (a silently different image; never with ``--checksum``).
+Two diagnostics say where a difference comes from:
 
 - ``|Δŷ|``: max difference between the two decoders' latents ŷ = symbol + mean (the
   symbols are equal whenever decoding succeeds; the means differ by float noise);
 - ``g_s px``: pixels that differ when both backends' g_s synthesise the *same* ŷ
   (the synthesis network's own float noise).
 
+``--checksum`` encodes with ``compress(..., checksum=True)`` (``fastlic compress
+--checksum``) and the summary counts each outcome per direction.
 ``--quantize-means K`` simulates a proposal without changing the model: both codecs
 round every mean to a multiple of 2^-K (encoder and decoder alike) and the bpp cost
 is printed against unrounded means.
 
     python benchmarks/cross_backend.py [DIR] [--model W] [--model-dir EXPORT_DIR]
-        [--limit N] [--threads T] [--quantize-means K]
+        [--limit N] [--threads T] [--quantize-means K] [--checksum]
 
 DIR defaults to ../shared/data/kodak relative to the repository root; a missing
 folder is skipped (exit 0). Without --model-dir the export cache is used.
@@ -35,7 +39,8 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing fastlic
     sys.path.insert(0, str(ROOT))
 
 from fastlic.engines import Engine  # noqa: E402
-from fastlic.errors import BackendMismatchError, FastlicError  # noqa: E402
+from fastlic.errors import (BackendMismatchError, FastlicError,  # noqa: E402
+                            ReconstructionMismatchError)
 from fastlic.runtime.codec import Codec  # noqa: E402
 
 DEFAULT_DIR = ROOT.parent / "shared" / "data" / "kodak"
@@ -64,7 +69,7 @@ def round_means(codec: Codec, bits: int | None) -> Codec:
 
 @dataclasses.dataclass
 class Outcome:
-    result: str            # "identical", "BackendMismatchError" or "max diff D (N px)"
+    result: str            # "bit-exact", an error class name, or "max diff D (N px)"
     exact: bool
     dy: float = float("nan")
     gs_px: int = -1
@@ -77,18 +82,27 @@ def _pixels(codec: Codec, y_hat: np.ndarray, like: np.ndarray) -> np.ndarray:
     return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
 
 
-def cross(enc: Codec, dec: Codec, image: np.ndarray) -> Outcome:
-    data, recon = enc.compress(image, return_reconstruction=True)
-    try:
-        out = dec.decompress(data)
-    except BackendMismatchError:
-        return Outcome("BackendMismatchError", False, bytes=len(data))
-    diff = np.abs(out.astype(np.int16) - recon)
+def _diagnostics(enc: Codec, dec: Codec, data: bytes, image: np.ndarray) -> tuple[float, int]:
+    """(|Δŷ|, g_s px) for a stream whose symbols both codecs decode."""
     y_enc = enc.decode_latent(data)   # = the encoder's ŷ (same-backend round trips are exact)
     dy = float(np.abs(dec.decode_latent(data) - y_enc).max())
     gs = int((_pixels(enc, y_enc, image) != _pixels(dec, y_enc, image)).any(axis=-1).sum())
+    return dy, gs
+
+
+def cross(enc: Codec, dec: Codec, image: np.ndarray, checksum: bool = False) -> Outcome:
+    data, recon = enc.compress(image, return_reconstruction=True, checksum=checksum)
+    try:
+        out = dec.decompress(data)
+    except ReconstructionMismatchError:   # symbols matched: the diagnostics still apply
+        return Outcome("ReconstructionMismatchError", False,
+                       *_diagnostics(enc, dec, data, image), len(data))
+    except BackendMismatchError:
+        return Outcome("BackendMismatchError", False, bytes=len(data))
+    diff = np.abs(out.astype(np.int16) - recon)
+    dy, gs = _diagnostics(enc, dec, data, image)
     if not diff.any():
-        return Outcome("identical", True, dy, gs, len(data))
+        return Outcome("bit-exact", True, dy, gs, len(data))
     count = int((diff.reshape(diff.shape[0], diff.shape[1], -1) > 0).any(axis=-1).sum())
     return Outcome(f"max diff {int(diff.max())} ({count} px)", False, dy, gs, len(data))
 
@@ -101,8 +115,17 @@ def load_pair(args) -> tuple[Codec, Codec]:
 
 
 def _row(name: str, a: Outcome, b: Outcome) -> str:
-    return (f"{name:<14}{a.result:<24}{b.result:<24}{a.dy:>10.2e}{b.dy:>10.2e}"
+    return (f"{name:<14}{a.result:<29}{b.result:<29}{a.dy:>10.2e}{b.dy:>10.2e}"
             f"{a.gs_px:>7}{b.gs_px:>7}")
+
+
+def _tally(outcomes: list[Outcome]) -> str:
+    """"bit-exact 20, ReconstructionMismatchError 4, ..." in first-seen order."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        key = "differing image" if o.result.startswith("max diff") else o.result
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
 def run(files: list[Path], args) -> int:
@@ -111,20 +134,26 @@ def run(files: list[Path], args) -> int:
     t, o = load_pair(args)
     plain = Codec.load(args.model, backend="torch") if args.quantize_means is not None else None
     print(f"# model {t.info.name} ({t.info.weights_hash.hex()}), {len(files)} images"
-          + (f", means rounded to 2^-{args.quantize_means}" if plain else ""))
-    print(f"{'image':<14}{'torch→onnxruntime':<24}{'onnxruntime→torch':<24}"
+          + (f", means rounded to 2^-{args.quantize_means}" if plain else "")
+          + (", reconstruction checksum on" if args.checksum else ""))
+    print(f"{'image':<14}{'torch→onnxruntime':<29}{'onnxruntime→torch':<29}"
           f"{'|Δŷ| t→o':>10}{'|Δŷ| o→t':>10}{'g_s px':>7}{'g_s px':>7}")
-    exact, sizes = [0, 0], [0, 0]
+    results: tuple[list[Outcome], list[Outcome]] = ([], [])
+    sizes = [0, 0]
     for path in files:
         image = read_image(path, drop_alpha=True)[0]
-        a, b = cross(t, o, image), cross(o, t, image)
-        exact = [exact[0] + a.exact, exact[1] + b.exact]
+        a, b = cross(t, o, image, args.checksum), cross(o, t, image, args.checksum)
+        results[0].append(a)
+        results[1].append(b)
         if plain:
             sizes = [sizes[0] + a.bytes, sizes[1] + len(plain.compress(image))]
         print(_row(path.name, a, b), flush=True)
     n = len(files)
+    exact = [sum(o.exact for o in r) for r in results]
     print(f"\nbit-exact: torch→onnxruntime {exact[0]}/{n} ({100 * exact[0] / n:.0f}%), "
           f"onnxruntime→torch {exact[1]}/{n} ({100 * exact[1] / n:.0f}%)")
+    print(f"outcomes: torch→onnxruntime: {_tally(results[0])}; "
+          f"onnxruntime→torch: {_tally(results[1])}")
     if plain:
         print(f"rate cost of rounded means: {100 * (sizes[0] / sizes[1] - 1):+.3f}% bytes")
     return 0
@@ -139,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads per backend")
     p.add_argument("--quantize-means", type=int, default=None, metavar="K",
                    help="simulate means rounded to multiples of 2^-K in encoder and decoder")
+    p.add_argument("--checksum", action="store_true",
+                   help="encode with the reconstruction CRC (fastlic compress --checksum)")
     args = p.parse_args(argv)
     folder = Path(args.folder)
     if not folder.is_dir():

@@ -1,6 +1,6 @@
 """The ``fastlic`` command. Each subcommand is a function ``main(argv) -> int``.
 
-    fastlic compress IMAGE... [-o OUT | --out-dir DIR]
+    fastlic compress IMAGE... [-o OUT | --out-dir DIR] [--checksum]
     fastlic decompress FILE.flic... [-o OUT | --out-dir DIR]
     fastlic info FILE.flic...
     fastlic demo
@@ -96,6 +96,9 @@ def compress_main(argv: list[str]) -> int:
     p.add_argument("--out-dir", help="folder for the outputs (default: beside each input)")
     p.add_argument("--drop-alpha", action="store_true", help="code RGB and discard transparency")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--checksum", action="store_true",
+                   help="store a CRC32 of the reconstruction (4 bytes): a decoder whose image "
+                        "differs (other backend or device) fails instead of returning it")
     _add_model_args(p)
     args = p.parse_args(argv)
     from .runtime.image import read_image, write_atomic
@@ -104,7 +107,7 @@ def compress_main(argv: list[str]) -> int:
     for src, dst in _progress(list(zip(args.inputs, outputs)), "compress"):
         rgb, layout = read_image(src, drop_alpha=args.drop_alpha)
         image = rgb[:, :, 0] if layout == 1 else rgb
-        data = codec.compress(image)
+        data = codec.compress(image, checksum=args.checksum)
         write_atomic(dst, data)
         if len(outputs) == 1:
             bpp = 8 * len(data) / (rgb.shape[0] * rgb.shape[1])
@@ -143,10 +146,12 @@ def info_main(argv: list[str]) -> int:
         bs = unpack(data)
         h = bs.header
         coded = sum(h.channel_mask)
+        recon = "none" if h.recon_crc is None else f"{h.recon_crc:#010x}"
         print(f"{src}: {h.width}x{h.height} {h.color.name}, model {h.model_name} "
               f"({h.weights_hash.hex()}), quality {h.quality}, {len(data)} bytes "
               f"({8 * len(data) / (h.width * h.height):.3f} bpp), channels coded "
-              f"{coded}/{len(h.channel_mask)}, substreams {[len(s) for s in bs.substreams]}")
+              f"{coded}/{len(h.channel_mask)}, substreams {[len(s) for s in bs.substreams]}, "
+              f"reconstruction checksum {recon}")
     return 0
 
 

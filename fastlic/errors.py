@@ -46,6 +46,11 @@ class BackendMismatchError(BitstreamError):
     (different engine or hardware arithmetic); decoding would give a wrong image."""
 
 
+class ReconstructionMismatchError(BackendMismatchError):
+    """The decoded image differs from the encoder's reconstruction, whose CRC the
+    bitstream holds (``compress --checksum``): the decoder's float arithmetic differs."""
+
+
 class ImageFormatError(FastlicError):
     """An input image fastlic cannot code as it is (alpha, 16-bit, odd mode, unreadable)."""
 

@@ -35,7 +35,8 @@ def with_crc(body: bytes) -> bytes:
 
 
 def header_size(h: Header) -> int:
-    return 4 + 1 + 1 + len(h.model_name) + 20 + (h.num_channels + 7) // 8 + 9
+    recon = 0 if h.recon_crc is None else 4
+    return 4 + 1 + 1 + 1 + len(h.model_name) + 20 + (h.num_channels + 7) // 8 + 8 + recon + 1
 
 
 @pytest.mark.parametrize("changes", [
@@ -51,6 +52,9 @@ def header_size(h: Header) -> int:
     dict(quality=0, index_crc=(0, 0)),
     dict(quality=255, model_name="m" * fb.MAX_NAME_LEN),
     dict(model_name="!", weights_hash=b"\xff" * 8),
+    dict(recon_crc=0),
+    dict(recon_crc=0xFFFFFFFF, channel_mask=(True,) * 9, color=ColorLayout.GRAY),
+    dict(recon_crc=0x0BADF00D, model_name="m" * fb.MAX_NAME_LEN, index_crc=(0, 0)),
 ])
 def test_round_trip(changes):
     bs = make_stream(make_header(**changes), seed=len(changes))
@@ -59,20 +63,35 @@ def test_round_trip(changes):
     assert fb.peek_header(data) == bs.header
     assert fb.unpack(bytearray(data)) == bs
     assert len(data) == header_size(bs.header) + 12 + sum(map(len, bs.substreams)) + 4
+    assert data[5] == bs.header.flags == (0 if bs.header.recon_crc is None else 1)
 
 
 def test_layout_prefix_and_mask_bit_order():
     data = fb.pack(make_stream())
-    assert data[:6] == b"FLIC\x01\x09" and data[6:15] == b"tiny-test"
-    assert data[35:36] == bytes([0b10110000])   # channel 0 is the most significant bit
+    assert data[:7] == b"FLIC\x01\x00\x09" and data[7:16] == b"tiny-test"
+    assert data[36:37] == bytes([0b10110000])   # channel 0 is the most significant bit
+    assert data[37:46] == struct.pack("<IIB", 0x12345678, 0xFFFFFFFF, 3)
+
+
+def test_layout_of_the_reconstruction_crc():
+    """Flags bit 0 set, and the CRC sits between the index CRCs and the substream count."""
+    plain = fb.pack(make_stream())
+    data = fb.pack(make_stream(make_header(recon_crc=0xA1B2C3D4)))
+    assert data[5] == fb.FLAG_RECON_CRC
+    assert data[45:50] == struct.pack("<IB", 0xA1B2C3D4, 3)
+    assert len(data) == len(plain) + 4
+    assert data[6:45] == plain[6:45] and data[50:-4] == plain[46:-4]
 
 
 def test_header_normalises_numpy_values():
     h = make_header(quality=np.uint8(7), height=np.int64(5), color=3,
-                    channel_mask=np.array([1, 0, 1], dtype=bool), index_crc=[1, 2])
-    assert (h.quality, h.height, h.color, h.channel_mask, h.index_crc) == (
-        7, 5, ColorLayout.RGB, (True, False, True), (1, 2))
+                    channel_mask=np.array([1, 0, 1], dtype=bool), index_crc=[1, 2],
+                    recon_crc=np.uint32(9))
+    assert (h.quality, h.height, h.color, h.channel_mask, h.index_crc, h.recon_crc) == (
+        7, 5, ColorLayout.RGB, (True, False, True), (1, 2), 9)
     assert type(h.quality) is int and type(h.channel_mask[0]) is bool
+    assert type(h.recon_crc) is int and h.flags == fb.FLAG_RECON_CRC
+    assert make_header().recon_crc is None and make_header().flags == 0
 
 
 @pytest.mark.parametrize("changes", [
@@ -84,6 +103,7 @@ def test_header_normalises_numpy_values():
     dict(height=fb.MAX_SIDE, width=fb.MAX_SIDE),
     dict(color=2), dict(channel_mask=()), dict(channel_mask=(True,) * 4097),
     dict(index_crc=(1,)), dict(index_crc=(1, 1 << 32)), dict(index_crc=(-1, 0)),
+    dict(recon_crc=-1), dict(recon_crc=1 << 32), dict(recon_crc=1.5), dict(recon_crc="1"),
 ])
 def test_bad_header_values_raise_typed_error(changes):
     with pytest.raises(errors.CorruptBitstreamError):
@@ -118,8 +138,9 @@ def test_unsupported_version(version):
         fb.unpack(bytes(data))
 
 
-def test_every_truncation_is_truncated_error():
-    data = fb.pack(make_stream())
+@pytest.mark.parametrize("recon_crc", [None, 0x01020304])
+def test_every_truncation_is_truncated_error(recon_crc):
+    data = fb.pack(make_stream(make_header(recon_crc=recon_crc)))
     for n in range(len(data)):
         with pytest.raises(errors.TruncatedBitstreamError):
             fb.unpack(data[:n])
@@ -141,20 +162,20 @@ def test_inflated_length_is_truncated_without_allocating():
         fb.unpack(with_crc(bytes(body)))
 
 
-def edit_header_field(offset: int, fmt: str, value: int) -> bytes:
-    body = bytearray(fb.pack(make_stream())[:-4])
+def edit_header_field(offset: int, fmt: str, value: int, header: Header | None = None) -> bytes:
+    body = bytearray(fb.pack(make_stream(header))[:-4])
     struct.pack_into(fmt, body, offset, value)
     return with_crc(bytes(body))
 
 
-# offsets in make_header(): name at 6..15, hash 15, quality 23, height 24, width 28,
-# colour 32, channel count 33, mask 35, index CRCs 36, substream count 44
+# offsets in make_header(): flags 5, name length 6, name at 7..16, hash 16, quality 24,
+# height 25, width 29, colour 33, channel count 34, mask 36, index CRCs 37, substream count 45
 @pytest.mark.parametrize("offset,fmt,value", [
-    (24, "<I", 0), (28, "<I", 0), (24, "<I", 40000), (28, "<I", 1_000_000_000),
-    (24, "<I", 0xFFFFFFFF), (32, "<B", 0), (32, "<B", 4),
-    (33, "<H", 0), (33, "<H", 4097), (44, "<B", 2), (44, "<B", 255),
-    (5, "<B", 0), (5, "<B", 65), (6, "<B", 0x20), (6, "<B", 0x7F), (6, "<B", 0xE9),
-    (35, "<B", 0b10110001), (35, "<B", 0b10110100),
+    (25, "<I", 0), (29, "<I", 0), (25, "<I", 40000), (29, "<I", 1_000_000_000),
+    (25, "<I", 0xFFFFFFFF), (33, "<B", 0), (33, "<B", 4),
+    (34, "<H", 0), (34, "<H", 4097), (45, "<B", 2), (45, "<B", 255),
+    (6, "<B", 0), (6, "<B", 65), (7, "<B", 0x20), (7, "<B", 0x7F), (7, "<B", 0xE9),
+    (36, "<B", 0b10110001), (36, "<B", 0b10110100),
 ])
 def test_invalid_field_is_corrupt(offset, fmt, value):
     with pytest.raises(errors.CorruptBitstreamError):
@@ -163,11 +184,28 @@ def test_invalid_field_is_corrupt(offset, fmt, value):
 
 def test_absurd_size_message_names_the_field():
     with pytest.raises(errors.CorruptBitstreamError, match="image width 1000000000"):
-        fb.unpack(edit_header_field(28, "<I", 1_000_000_000))
+        fb.unpack(edit_header_field(29, "<I", 1_000_000_000))
 
 
-def test_every_bit_flip_fails_the_checksum_or_a_field():
-    data = fb.pack(make_stream())
+@pytest.mark.parametrize("flags", [0x02, 0x03, 0x80, 0xFE, 0xFF])
+@pytest.mark.parametrize("recon_crc", [None, 7])
+def test_unknown_flag_bits_are_corrupt(flags, recon_crc):
+    data = edit_header_field(5, "<B", flags, make_header(recon_crc=recon_crc))
+    for parse in (fb.unpack, fb.peek_header):
+        with pytest.raises(errors.CorruptBitstreamError, match="flags"):
+            parse(data)
+
+
+def test_flag_bit_0_that_disagrees_with_the_layout_is_rejected():
+    """Setting or clearing bit 0 (CRC re-sealed) shifts every later field: never accepted."""
+    for header, flags in ((make_header(), 1), (make_header(recon_crc=7), 0)):
+        with pytest.raises(errors.BitstreamError):
+            fb.unpack(edit_header_field(5, "<B", flags, header))
+
+
+@pytest.mark.parametrize("recon_crc", [None, 0x5A5A5A5A])
+def test_every_bit_flip_fails_the_checksum_or_a_field(recon_crc):
+    data = fb.pack(make_stream(make_header(recon_crc=recon_crc)))
     for i in range(len(data) * 8):
         bad = bytearray(data)
         bad[i // 8] ^= 1 << (i % 8)
@@ -201,7 +239,8 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 def test_fuzz_only_typed_errors_or_exact_decode():
     rng = random.Random(1234)
     seeds = [fb.pack(make_stream(make_header(**c), seed=i)) for i, c in enumerate([
-        {}, dict(channel_mask=(True,) * 9, color=1), dict(model_name="a" * 64)])]
+        {}, dict(channel_mask=(True,) * 9, color=1), dict(model_name="a" * 64),
+        dict(recon_crc=0xDEADBEEF)])]
     decoded = 0
     for _ in range(3000):
         data = rng.choice(seeds)
@@ -238,3 +277,22 @@ def test_check_table_indices():
         fb.check_table_indices(h, "nonanchor", anchor)
     with pytest.raises(ValueError):
         fb.table_index_crc(np.array([256]))
+
+
+def test_check_reconstruction():
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    grey = rgb[:, :, 0]                                 # a non-contiguous view
+    assert fb.reconstruction_crc(rgb) == zlib.crc32(bytes(range(18)))
+    assert fb.reconstruction_crc(grey) == zlib.crc32(bytes([0, 3, 6, 9, 12, 15]))
+    fb.check_reconstruction(make_header(), rgb)         # no CRC stored: nothing to check
+    h = make_header(recon_crc=fb.reconstruction_crc(rgb))
+    fb.check_reconstruction(h, rgb.copy())
+    other = rgb.copy()
+    other[1, 2, 0] += 1
+    for bad in (other, grey):
+        with pytest.raises(errors.ReconstructionMismatchError, match="--checksum") as info:
+            fb.check_reconstruction(h, bad)
+        assert isinstance(info.value, errors.BackendMismatchError)
+        assert "\n" not in str(info.value)
+    with pytest.raises(TypeError):
+        fb.reconstruction_crc(rgb.astype(np.int16))

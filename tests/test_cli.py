@@ -33,6 +33,23 @@ def test_compress_decompress_info(weights, png, tmp_path, capsys):
     assert "fastlic-tiny-test" in capsys.readouterr().out
 
 
+def test_compress_checksum_and_info(weights, png, tmp_path, capsys):
+    from fastlic.runtime.bitstream import peek_header
+    plain, checked = tmp_path / "plain.flic", tmp_path / "checked.flic"
+    assert main(["compress", str(png), "-o", str(plain), "--model", weights]) == 0
+    assert main(["compress", str(png), "-o", str(checked), "--model", weights, "--checksum"]) == 0
+    crc = peek_header(checked.read_bytes()).recon_crc
+    assert crc is not None and peek_header(plain.read_bytes()).recon_crc is None
+    capsys.readouterr()
+    assert main(["info", str(plain), str(checked)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("reconstruction checksum none")
+    assert lines[1].endswith(f"reconstruction checksum {crc:#010x}")
+    out = tmp_path / "checked.png"
+    assert main(["decompress", str(checked), "-o", str(out), "--model", weights]) == 0
+    assert np.asarray(Image.open(out)).shape == np.asarray(Image.open(png)).shape
+
+
 def test_shipped_fp16_model_round_trips_bit_exactly(weights, photo):
     from fastlic.runtime.codec import Codec
     codec = Codec.load(weights)

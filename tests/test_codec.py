@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from fastlic.errors import (BackendMismatchError, BitstreamError, FastlicError, ImageFormatError,
-                            ModelMismatchError)
+                            ModelMismatchError, ReconstructionMismatchError)
+from fastlic.runtime.bitstream import reconstruction_crc
 from fastlic.runtime.codec import Codec
 
 SIZES = [(1, 1), (1, 9), (9, 1), (17, 33), (64, 64), (65, 130), (130, 65), (300, 200)]
@@ -70,8 +71,49 @@ def test_different_table_indices_are_detected(tiny_model, tiny_codec, photo):
         decoder.decompress(tiny_codec.compress(photo))
 
 
-def test_fuzzed_bitstreams_fail_cleanly(tiny_codec, photo):
-    data = tiny_codec.compress(photo)
+def _nudged_g_s_decoder(tiny_model, tiny_codec) -> Codec:
+    """Same identity and tables as tiny_codec, g_s output bias +1/255: equal symbols,
+    an image a level off in places (what another backend's float noise looks like)."""
+    import copy
+    nudged = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        nudged.g_s.out.bias += 1.0 / 255
+    return Codec.from_model(nudged, weights_hash=tiny_codec.info.weights_hash,
+                            tables=tiny_codec.tables)
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_checksum_is_stored_and_a_same_backend_decode_passes(tiny_codec, photo, grey):
+    image = photo[:, :, 1].copy() if grey else photo
+    data, recon = tiny_codec.compress(image, return_reconstruction=True, checksum=True)
+    assert tiny_codec.read_header(data).header.recon_crc == reconstruction_crc(recon)
+    assert data[5] == 1 and len(data) == len(tiny_codec.compress(image)) + 4
+    assert tiny_codec.compress(image, checksum=True) == data
+    out = tiny_codec.decompress(data)
+    assert out.shape == image.shape
+    np.testing.assert_array_equal(out, recon)
+
+
+def test_checksum_catches_an_image_that_differs(tiny_model, tiny_codec, photo):
+    decoder = _nudged_g_s_decoder(tiny_model, tiny_codec)
+    data = tiny_codec.compress(photo, checksum=True)
+    np.testing.assert_array_equal(decoder.decode_latent(data), tiny_codec.decode_latent(data))
+    with pytest.raises(ReconstructionMismatchError, match="re-encode without --checksum") as info:
+        decoder.decompress(data)
+    assert isinstance(info.value, BackendMismatchError) and "\n" not in str(info.value)
+
+
+def test_without_checksum_a_differing_image_is_returned(tiny_model, tiny_codec, photo):
+    """Documented behaviour: only the symbols are checked; g_s float noise passes through."""
+    decoder = _nudged_g_s_decoder(tiny_model, tiny_codec)
+    data, recon = tiny_codec.compress(photo, return_reconstruction=True)
+    diff = np.abs(decoder.decompress(data).astype(np.int16) - recon)
+    assert diff.any() and diff.max() <= 1
+
+
+@pytest.mark.parametrize("checksum", [False, True])
+def test_fuzzed_bitstreams_fail_cleanly(tiny_codec, photo, checksum):
+    data = tiny_codec.compress(photo, checksum=checksum)
     rng = np.random.default_rng(0)
     cases = [data[:n] for n in range(0, len(data), max(1, len(data) // 40))]
     for _ in range(150):

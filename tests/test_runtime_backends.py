@@ -16,7 +16,8 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from fastlic.cli import main  # noqa: E402
-from fastlic.errors import BackendMismatchError, EngineError, ModelLoadError  # noqa: E402
+from fastlic.errors import (BackendMismatchError, EngineError, ModelLoadError,  # noqa: E402
+                            ReconstructionMismatchError)
 from fastlic.runtime.codec import Codec  # noqa: E402
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="tests the CPU-only error")
@@ -90,6 +91,59 @@ def test_cross_backend_decodes_exactly_or_raises(torch_codec, ort_codec, images,
         assert _symbols_equal(enc, dec, data), name
         diff = np.abs(out.astype(np.int16) - recon)
         assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3, (name, diff.max())
+
+
+@pytest.mark.parametrize("direction", ["torch->onnxruntime", "onnxruntime->torch"])
+def test_cross_backend_with_checksum_is_bit_exact_or_raises(torch_codec, ort_codec, images,
+                                                            direction):
+    """With the reconstruction CRC, "float noise" is no longer accepted: the decoder returns
+    exactly the encoder's image or raises BackendMismatchError (ReconstructionMismatchError
+    included)."""
+    enc, dec = (torch_codec, ort_codec) if direction.startswith("torch") else (ort_codec,
+                                                                                torch_codec)
+    for name, image in images.items():
+        data, recon = enc.compress(image, return_reconstruction=True, checksum=True)
+        try:
+            out = dec.decompress(data)
+        except BackendMismatchError:
+            continue
+        np.testing.assert_array_equal(out, recon, err_msg=name)
+
+
+def test_cli_checksum_across_backends_writes_the_exact_image_or_nothing(
+        shipped_tiny, tiny_export, photo, tmp_path, capsys):
+    from PIL import Image
+    png = tmp_path / "p.png"
+    Image.fromarray(photo).save(png)
+    assert main(["compress", str(png), "--model", str(shipped_tiny), "--checksum"]) == 0
+    flic, out = png.with_suffix(".flic"), tmp_path / "back.png"
+    code = main(["decompress", str(flic), "-o", str(out), "--backend", "onnxruntime",
+                 "--model-dir", str(tiny_export), "--threads", "1"])
+    if code == 0:
+        recon = Codec.load(shipped_tiny).decompress(flic.read_bytes())
+        np.testing.assert_array_equal(np.asarray(Image.open(out)), recon)
+    else:
+        assert code == BackendMismatchError.exit_code and not out.exists()
+        assert "decode with the" in capsys.readouterr().err
+
+
+def test_g_s_noise_across_backends_is_caught_by_the_checksum(torch_codec, ort_codec, photo):
+    """Equal symbols, an onnxruntime g_s a level off: caught only with the checksum."""
+    class Noisy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, inputs):
+            out = dict(self.inner.run(inputs))
+            out["image_hat"] = out["image_hat"] + np.float32(1 / 255)
+            return out
+
+    engines = {**ort_codec.engines, "g_s": Noisy(ort_codec.engines["g_s"])}
+    noisy = Codec(ort_codec.info, engines, ort_codec.tables, "onnxruntime")
+    data, recon = torch_codec.compress(photo, return_reconstruction=True)
+    assert (noisy.decompress(data) != recon).any()   # without the checksum it is returned
+    with pytest.raises(ReconstructionMismatchError):
+        noisy.decompress(torch_codec.compress(photo, checksum=True))
 
 
 def test_other_table_indices_across_backends_raise(torch_codec, ort_codec, photo):

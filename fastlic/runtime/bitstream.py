@@ -20,8 +20,8 @@ import zlib
 import numpy as np
 
 from ..errors import (BackendMismatchError, BadMagicError, CorruptBitstreamError,
-                      ModelMismatchError, TrailingDataError, TruncatedBitstreamError,
-                      UnsupportedVersionError)
+                      ModelMismatchError, ReconstructionMismatchError, TrailingDataError,
+                      TruncatedBitstreamError, UnsupportedVersionError)
 
 MAGIC = b"FLIC"
 FORMAT_VERSION = 1
@@ -31,9 +31,11 @@ MAX_NAME_LEN = 64
 HASH_LEN = 8
 MAX_CHANNELS = 4096
 SUBSTREAM_NAMES = ("z", "y_anchor", "y_nonanchor")
+FLAG_RECON_CRC = 0x01                # flags bit 0: the header holds a reconstruction CRC
+KNOWN_FLAGS = FLAG_RECON_CRC
 _U32_MAX = 0xFFFFFFFF
 _IMAGE = struct.Struct("<8sBIIBH")   # weights hash, quality, height, width, colour, M
-_TAIL = struct.Struct("<IIB")        # anchor index CRC, non-anchor index CRC, substream count
+_INDEX_CRCS = struct.Struct("<II")   # anchor index CRC, non-anchor index CRC
 _U32 = struct.Struct("<I")
 
 
@@ -96,6 +98,7 @@ class Header:
     color: ColorLayout
     channel_mask: tuple[bool, ...]   # one per latent channel; True = channel is coded
     index_crc: tuple[int, int]       # CRC32 of the anchor / non-anchor table indices
+    recon_crc: int | None = None     # CRC32 of the decoded image (reconstruction_crc), opt-in
 
     def __post_init__(self) -> None:
         _check_name(self.model_name)
@@ -108,6 +111,8 @@ class Header:
         self._set("color", _color(self.color))
         self._set("channel_mask", _check_mask(self.channel_mask))
         self._set("index_crc", _check_index_crc(self.index_crc))
+        if self.recon_crc is not None:
+            self._set("recon_crc", _integer(self.recon_crc, "reconstruction CRC", 0, _U32_MAX))
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
@@ -116,6 +121,11 @@ class Header:
     def num_channels(self) -> int:
         """Latent channel count M (coded or not)."""
         return len(self.channel_mask)
+
+    @property
+    def flags(self) -> int:
+        """The flags byte, derived from the optional fields (so it is always consistent)."""
+        return FLAG_RECON_CRC if self.recon_crc is not None else 0
 
 
 def _color(value: object) -> ColorLayout:
@@ -160,10 +170,11 @@ class Bitstream:
 def _pack_header(h: Header) -> bytes:
     name = h.model_name.encode("ascii")
     mask = np.packbits(np.asarray(h.channel_mask, dtype=bool)).tobytes()
+    recon = b"" if h.recon_crc is None else _U32.pack(h.recon_crc)
     return b"".join((
-        struct.pack("<4sBB", MAGIC, FORMAT_VERSION, len(name)), name,
+        struct.pack("<4sBBB", MAGIC, FORMAT_VERSION, h.flags, len(name)), name,
         _IMAGE.pack(h.weights_hash, h.quality, h.height, h.width, h.color, h.num_channels),
-        mask, _TAIL.pack(*h.index_crc, len(SUBSTREAM_NAMES))))
+        mask, _INDEX_CRCS.pack(*h.index_crc), recon, bytes([len(SUBSTREAM_NAMES)])))
 
 
 def pack(bs: Bitstream) -> bytes:
@@ -209,6 +220,14 @@ def _read_magic_and_version(r: _Reader) -> None:
             f"{FORMAT_VERSION}); decode it with the fastlic release that wrote it")
 
 
+def _read_flags(r: _Reader) -> int:
+    (flags,) = r.take(1, "flags")
+    if flags & ~KNOWN_FLAGS:
+        raise _corrupt(f"flags {flags:#04x} set bits other than {KNOWN_FLAGS:#04x}, which this "
+                       "format version does not define")
+    return flags
+
+
 def _read_mask(r: _Reader, count: int) -> tuple[bool, ...]:
     _integer(count, "channel count", 1, MAX_CHANNELS)
     raw = np.frombuffer(r.take((count + 7) // 8, "channel mask"), dtype=np.uint8)
@@ -219,15 +238,17 @@ def _read_mask(r: _Reader, count: int) -> tuple[bool, ...]:
 
 def _read_header(r: _Reader) -> Header:
     _read_magic_and_version(r)
+    flags = _read_flags(r)
     (name_len,) = r.take(1, "model name length")
     _integer(name_len, "model name length", 1, MAX_NAME_LEN)
     name = bytes(r.take(name_len, "model name")).decode("latin-1")
     weights_hash, quality, height, width, color, count = r.unpack(_IMAGE, "image fields")
     mask = _read_mask(r, count)
-    crc_anchor, crc_nonanchor, n_sub = r.unpack(_TAIL, "index CRCs")
+    index_crc = r.unpack(_INDEX_CRCS, "index CRCs")
+    recon_crc = r.unpack(_U32, "reconstruction CRC")[0] if flags & FLAG_RECON_CRC else None
+    (n_sub,) = r.take(1, "substream count")
     _integer(n_sub, "substream count", len(SUBSTREAM_NAMES), len(SUBSTREAM_NAMES))
-    return Header(name, weights_hash, quality, height, width, color, mask,
-                  (crc_anchor, crc_nonanchor))
+    return Header(name, weights_hash, quality, height, width, color, mask, index_crc, recon_crc)
 
 
 def _read_frame(data: memoryview) -> tuple[Header, list[memoryview]]:
@@ -306,3 +327,24 @@ def check_table_indices(header: Header, which: str, indices: np.ndarray) -> None
         raise BackendMismatchError(
             f"{which} probability-table indices differ from the encoder's (CRC {computed:#010x}"
             f" != {stored:#010x}); decode with the same engine and backend that encoded")
+
+
+def reconstruction_crc(image: np.ndarray) -> int:
+    """CRC32 of a decoded image: uint8 (H, W, 3) or (H, W) for greyscale, C order."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise TypeError(f"a reconstruction must be uint8, got dtype {array.dtype}")
+    return zlib.crc32(np.ascontiguousarray(array).tobytes())
+
+
+def check_reconstruction(header: Header, image: np.ndarray) -> None:
+    """Raise ReconstructionMismatchError if the header holds a reconstruction CRC and
+    ``image`` (the decoder's final output) does not match it; no-op without one."""
+    if header.recon_crc is None:
+        return
+    computed = reconstruction_crc(image)
+    if computed != header.recon_crc:
+        raise ReconstructionMismatchError(
+            f"the decoded image differs from the encoder's reconstruction (CRC {computed:#010x}"
+            f" != {header.recon_crc:#010x}); decode with the encoder's backend and device, or "
+            "re-encode without --checksum to accept float differences")

@@ -19,6 +19,10 @@ channel mask). Each σ is mapped to a shipped probability table by
 ``EntropyTables.scale_index``; the CRC32 of those indices, per pass, is in the
 header so a decoder that derives other indices (another backend, other float
 arithmetic) stops with ``BackendMismatchError`` instead of returning a wrong image.
+Equal indices give equal symbols, but g_s can still differ by float noise between
+backends (a few pixels one level off); ``compress(..., checksum=True)`` also stores
+the CRC32 of the encoder's own output image, and the decoder then raises
+``ReconstructionMismatchError`` rather than return an image that differs from it.
 """
 from __future__ import annotations
 
@@ -33,8 +37,8 @@ from ..entropy.coder import SymbolCoder
 from ..entropy.tables import EntropyTables, build_tables
 from ..errors import CorruptBitstreamError
 from ..model import STRIDE
-from .bitstream import (Bitstream, ColorLayout, Header, check_model, check_table_indices, pack,
-                        table_index_crc, unpack)
+from .bitstream import (Bitstream, ColorLayout, Header, check_model, check_reconstruction,
+                        check_table_indices, pack, reconstruction_crc, table_index_crc, unpack)
 from .image import from_codable, to_codable
 from .models import cached_export, load_network, read_shipped, shipped_from_dir
 from .models import engine_options as engine_options_for
@@ -172,20 +176,33 @@ class Codec:
 
     # ---- encoder ----------------------------------------------------------------
     def compress(self, image: np.ndarray, drop_alpha: bool = False, timer: StageTimer | None = None,
-                 return_reconstruction: bool = False):
-        """uint8 image (H, W[, 3|4]) -> .flic bytes (and the decoder's exact output if asked)."""
+                 return_reconstruction: bool = False, checksum: bool = False):
+        """uint8 image (H, W[, 3|4]) -> .flic bytes (and the decoder's exact output if asked).
+
+        checksum: run g_s on the encoder's ŷ and store the CRC32 of that output image
+        in the header; a decoder whose image differs (other backend or device float
+        arithmetic) then raises ReconstructionMismatchError instead of returning it.
+        """
         with activate(timer):
             rgb, layout = to_codable(image, drop_alpha)
             geo = _Latent(rgb.shape[0], rgb.shape[1])
             y, z_hat = self._analyse(rgb, geo, timer)
             hyper = self._hyper(z_hat, timer)
             q = self._quantise(y, hyper, geo, timer)
-            data = self._code(z_hat, q, geo, layout, timer)
-            if not return_reconstruction:
-                return data
-            with maybe_stage(timer, "dequantize"):
-                y_hat = _full_latent(q.y_hat_anchor, q.sym, q.mean_n, geo.anchor)
-            return data, self._synthesize(y_hat, geo, layout, timer)
+            recon = recon_crc = None
+            if checksum or return_reconstruction:
+                recon = self._reconstruct(q, geo, layout, timer)
+            if checksum:
+                with maybe_stage(timer, "reconstruction_crc"):
+                    recon_crc = reconstruction_crc(recon)
+            data = self._code(z_hat, q, geo, layout, recon_crc, timer)
+            return (data, recon) if return_reconstruction else data
+
+    def _reconstruct(self, q: "_Quantised", geo: _Latent, layout, timer) -> np.ndarray:
+        """The decoder's output for these symbols, computed by this codec's own g_s."""
+        with maybe_stage(timer, "dequantize"):
+            y_hat = _full_latent(q.y_hat_anchor, q.sym, q.mean_n, geo.anchor)
+        return self._synthesize(y_hat, geo, layout, timer)
 
     def _analyse(self, rgb: np.ndarray, geo: _Latent, timer) -> tuple[np.ndarray, np.ndarray]:
         """Padded image -> (y (1, M, h, w), ẑ (1, Nh, h/4, w/4)) float32."""
@@ -210,7 +227,7 @@ class Codec:
             mask = sym[0].reshape(sym.shape[1], -1).any(axis=1)
         return _Quantised(sym, mask, scale_a, scale_n, mean_n, y_hat_anchor)
 
-    def _code(self, z_hat, q: "_Quantised", geo: _Latent, layout, timer) -> bytes:
+    def _code(self, z_hat, q: "_Quantised", geo: _Latent, layout, recon_crc, timer) -> bytes:
         """Entropy-code ẑ and both passes, then pack the bitstream."""
         sym = q.sym[0].astype(np.int32)                                        # (M, h, w)
         with maybe_stage(timer, "entropy_encode_z"):
@@ -222,7 +239,8 @@ class Codec:
                                              ~geo.anchor)
         with maybe_stage(timer, "pack"):
             header = Header(self.info.name, self.info.weights_hash, self.info.quality, geo.height,
-                            geo.width, layout, tuple(bool(b) for b in q.mask), (crc_a, crc_n))
+                            geo.width, layout, tuple(bool(b) for b in q.mask), (crc_a, crc_n),
+                            recon_crc)
             return pack(Bitstream(header, (sub_z, sub_a, sub_n)))
 
     def _encode_z(self, z_hat: np.ndarray):
@@ -246,14 +264,22 @@ class Codec:
         return bs
 
     def decompress(self, data: bytes, timer: StageTimer | None = None) -> np.ndarray:
-        """.flic bytes -> uint8 (H, W, 3), or (H, W) for greyscale images."""
+        """.flic bytes -> uint8 (H, W, 3), or (H, W) for greyscale images.
+
+        If the header holds a reconstruction CRC (``compress(..., checksum=True)``), an
+        image that differs from the encoder's raises ReconstructionMismatchError.
+        """
         with activate(timer):
             with maybe_stage(timer, "parse"):
                 bs = self.read_header(data)
             h = bs.header
             geo = _Latent(h.height, h.width)
             y_hat = self._decode_latent(bs, geo, timer)
-            return self._synthesize(y_hat, geo, h.color, timer)
+            image = self._synthesize(y_hat, geo, h.color, timer)
+            if h.recon_crc is not None:
+                with maybe_stage(timer, "check_reconstruction"):
+                    check_reconstruction(h, image)
+            return image
 
     def decode_latent(self, data: bytes) -> np.ndarray:
         """.flic bytes -> ŷ (1, M, h, w) float32, the input of g_s (for analysis and tests)."""
