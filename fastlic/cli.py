@@ -8,6 +8,9 @@
     fastlic export --out DIR [--model W]
     fastlic profile IMAGE [--repeat N] [--json OUT] [--plot OUT.png]
     fastlic bench DIR [--repeat N] [--json OUT]
+    fastlic train-ship RUN/checkpoint.pt OUT.safetensors [--name N] [--quality Q]
+    fastlic distill DATA --out RUN --teacher T --pass 2|3
+    fastlic evaluate DIR [--model W ...] [--codecs jpeg,webp,avif,jxl] [--out REPORT]
 
 Model and engine options (compress, decompress, demo, profile, bench):
     --model W.safetensors  --backend torch|onnxruntime  --model-dir EXPORT_DIR
@@ -21,6 +24,7 @@ is left half-written (outputs are written to a temporary name, then renamed).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -181,16 +185,6 @@ def demo_main(argv: list[str]) -> int:
     return 0
 
 
-def train_main(argv: list[str]) -> int:
-    from .training.loop import main
-    return main(argv)
-
-
-def export_main(argv: list[str]) -> int:
-    from .export import main
-    return main(argv)
-
-
 def profile_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="fastlic profile",
                                 description="Time every encode and decode stage of one image "
@@ -241,19 +235,12 @@ def bench_main(argv: list[str]) -> int:
     return 0
 
 
-def train_ship_main(argv: list[str]) -> int:
-    from .training.checkpoint import ship_main
-    return ship_main(argv)
-
-
-def distill_main(argv: list[str]) -> int:
-    from .training.distill import main
-    return main(argv)
-
-
-def evaluate_main(argv: list[str]) -> int:
-    from .evaluation.run import main
-    return main(argv)
+def _delegate(target: str):
+    """A subcommand implemented as ``main(argv)`` elsewhere, imported only when run."""
+    def run(argv: list[str]) -> int:
+        module, function = target.split(":")
+        return getattr(importlib.import_module(module), function)(argv)
+    return run
 
 
 COMMANDS = {
@@ -261,13 +248,13 @@ COMMANDS = {
     "decompress": decompress_main,
     "info": info_main,
     "demo": demo_main,
-    "train": train_main,
-    "export": export_main,
+    "train": _delegate("fastlic.training.loop:main"),
+    "export": _delegate("fastlic.export:main"),
     "profile": profile_main,
     "bench": bench_main,
-    "train-ship": train_ship_main,
-    "distill": distill_main,
-    "evaluate": evaluate_main,
+    "train-ship": _delegate("fastlic.training.checkpoint:ship_main"),
+    "distill": _delegate("fastlic.training.distill:main"),
+    "evaluate": _delegate("fastlic.evaluation.run:main"),
 }
 
 

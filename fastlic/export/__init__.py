@@ -6,6 +6,7 @@
                               h_a, h_s, anchor, nonanchor, g_s .onnx
             ──check_graphs──▶ onnxruntime CPU vs PyTorch on photos (errors per output)
             ──write_manifest─▶ manifest.json (hashes, signatures, errors, engine files)
+    --fp16: ranges ──▶ *_fp16.onnx (FP16, FP32 I/O; fp16.py), fp16_ranges.json
     weights file ──copy──▶ weights.safetensors (identity and entropy tables, if given)
 
 All mismatches beyond tolerance are collected and raised as one
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from ..errors import ExportError, FastlicError, ModelLoadError
 from .manifest import GraphInfo, Manifest, OutputError, load_manifest, write_manifest
+from .ranges import RANGES_NAME
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
 WEIGHTS_FILE = "weights.safetensors"
@@ -78,13 +80,13 @@ def _engine_files(plan, checks) -> dict[str, dict[str, str]]:
 
 def format_table(graphs) -> str:
     """The error table: one row per graph output."""
-    head = f"{'graph':<22}{'output':<11}{'max_abs':>10}{'max_rel':>10}{'max|ref|':>10}"
+    head = f"{'graph':<26}{'output':<11}{'max_abs':>10}{'max_rel':>10}{'max|ref|':>10}"
     rows = [head + "  checked on"]
     for g in graphs:
         if not g.errors:
-            rows.append(f"{g.file:<22}{'-':<11}{'-':>10}{'-':>10}{'-':>10}  not run: {g.note}")
+            rows.append(f"{g.file:<26}{'-':<11}{'-':>10}{'-':>10}{'-':>10}  not run: {g.note}")
         for name, e in g.errors.items():
-            rows.append(f"{g.file:<22}{name:<11}{e.max_abs:>10.2e}{e.max_rel:>10.2e}"
+            rows.append(f"{g.file:<26}{name:<11}{e.max_abs:>10.2e}{e.max_rel:>10.2e}"
                         f"{e.max_ref:>10.2e}  {g.checked_on}")
     return "\n".join(rows)
 
@@ -93,7 +95,8 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
                  weights_file: str | Path | None = None, opset: int = 19,
                  check: bool = True, gridsample: bool = True,
                  rtol: float = 1e-3, atol: float = 1e-4, threads: int = 0,
-                 log=None) -> Manifest:
+                 log=None, fp16: bool = False, fp16_ranges=None, fp16_images=None,
+                 fp16_margin: float = 4.0) -> Manifest:
     """Export every stage of ``model`` (a FastLIC) to ``out_dir`` and write the manifest.
 
     weights_sha256: hash of the weights file; default: :func:`state_dict_sha256`.
@@ -103,6 +106,11 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
     check: run each graph in onnxruntime (CPU) on photos against PyTorch.
     gridsample: also write ``g_a_gridsample.onnx`` (no DeformConv node).
     log: called with one line of progress per graph, then the error table.
+    fp16: also write ``<stem>_fp16.onnx`` per graph (:mod:`fastlic.export.fp16`; the
+        graphs take and return float32), keeping FP32 where the activation ranges exceed
+        65504 / ``fp16_margin``. ``fp16_ranges``: a Ranges or JSON file measured before
+        (:mod:`fastlic.export.ranges`); else they are measured on ``fp16_images``
+        ((label, (B, 3, H, W) float32) pairs), else on the check photos.
     """
     from .check import check_graphs, photo_batches, raise_on_mismatch  # noqa: PLC0415 - torch
     from .manifest import read_signature, sha256_file  # noqa: PLC0415
@@ -122,17 +130,33 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
     graphs = tuple(GraphInfo(stage, file, variant, sha256_file(out / file),
                              *read_signature(out / file), **_check_fields(checks.get(file)))
                    for stage, file, variant in plan)
+    raise_on_mismatch(checks)
+    if fp16:
+        graphs += _export_fp16(model, out, plan, weights_sha256, fp16_ranges, fp16_images,
+                               fp16_margin, batches, threads, log)
     if check:
         log(format_table(graphs))
-    raise_on_mismatch(checks)
     manifest = Manifest(
         model_name=model.cfg.name, model_config=model.cfg.to_json(),
         weights_sha256=weights_sha256, opset=opset, versions=_versions(),
         photos=tuple(b.label for b in batches), rtol=rtol, atol=atol,
         graphs=graphs, engines=_engine_files(plan, checks),
-        weights_file=WEIGHTS_FILE if weights_file is not None else "")
+        weights_file=WEIGHTS_FILE if weights_file is not None else "",
+        fp16_ranges=RANGES_NAME if fp16 else "")
     write_manifest(out, manifest)
     return manifest
+
+
+def _export_fp16(model, out, plan, weights_sha256, ranges, images, margin, batches,
+                 threads, log) -> tuple[GraphInfo, ...]:
+    from .check import reference_io  # noqa: PLC0415 - imports torch
+    from .fp16 import export_fp16  # noqa: PLC0415
+    from .ranges import resolve_ranges  # noqa: PLC0415
+
+    ranges = resolve_ranges(model, out, {f: s for s, f, _ in plan}, ranges, images,
+                            weights_sha256, threads, log)
+    refs = [reference_io(model, b.image) for b in batches]
+    return export_fp16(out, plan, ranges, margin, refs, threads, log)
 
 
 def _copy_weights(src: Path, out: Path, expected: str | None) -> str:
@@ -184,6 +208,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
     p.add_argument("--no-gridsample", action="store_true",
                    help="do not write g_a_gridsample.onnx (the DeformConv-free g_a)")
+    p.add_argument("--fp16", action="store_true",
+                   help="also write FP16 graphs *_fp16.onnx (float32 inputs/outputs) and "
+                        "fp16_ranges.json")
+    p.add_argument("--fp16-ranges", type=Path, metavar="JSON",
+                   help="activation ranges measured before (benchmarks/fp16.py --ranges-out)")
+    p.add_argument("--fp16-images", type=Path, metavar="DIR",
+                   help="measure the ranges on these PNGs (e.g. Kodak), padded as the codec "
+                        "pads; default: the check photos")
+    p.add_argument("--fp16-limit", type=int, help="at most this many --fp16-images")
     p.add_argument("--rtol", type=float, default=1e-3)
     p.add_argument("--atol", type=float, default=1e-4)
     return p
@@ -192,19 +225,26 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if (args.fp16_ranges or args.fp16_images) and not args.fp16:
+        parser.error("--fp16-ranges and --fp16-images need --fp16")
+    if args.fp16_ranges and args.fp16_images:
+        parser.error("give --fp16-ranges or --fp16-images, not both")
     if args.opset < 19:
         parser.error(f"--opset {args.opset}: DeformConv needs opset 19 or newer")
     try:
         from ..model.weights import file_hash, load_model  # noqa: PLC0415
+        from .ranges import png_images  # noqa: PLC0415
 
         if not args.model.is_file():
             raise ModelLoadError(f"no weights at {args.model}; pass --model PATH")
         model, _, _ = load_model(args.model)
+        images = png_images(args.fp16_images, args.fp16_limit) if args.fp16_images else None
         manifest = export_model(model, args.out, weights_sha256=file_hash(args.model),
                                 weights_file=args.model, opset=args.opset,
                                 check=not args.no_check,
                                 gridsample=not args.no_gridsample, rtol=args.rtol,
-                                atol=args.atol, log=print)
+                                atol=args.atol, log=print, fp16=args.fp16,
+                                fp16_ranges=args.fp16_ranges, fp16_images=images)
     except FastlicError as exc:
         print(f"fastlic: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -9,8 +9,12 @@ Layout of a directory written by :func:`fastlic.export.export_model`::
     g_a.onnx               DeformConv variant (TensorRT, onnxruntime >= 1.25)
     g_a_gridsample.onnx    GridSample variant (onnxruntime without a DeformConv kernel)
     h_a.onnx h_s.onnx anchor.onnx nonanchor.onnx g_s.onnx
+    *_fp16.onnx            with ``export --fp16``: FP16 variant of each graph above
+                           (FP32 inputs/outputs, :mod:`fastlic.export.fp16`)
+    fp16_ranges.json       with ``--fp16``: the activation ranges its FP32 nodes follow
 
-``Manifest.engines`` says which file each engine runs per stage. Only the standard
+``Manifest.engines`` says which file each engine runs per stage; an FP16 graph is
+listed with ``precision="fp16"`` and the ``source`` file it was converted from. Only the standard
 library is imported here, so an engine can read a manifest without torch or onnx.
 """
 from __future__ import annotations
@@ -52,7 +56,8 @@ class OutputError:
 @dataclasses.dataclass(frozen=True)
 class GraphInfo:
     """One ONNX file. ``checked_on`` names the runtime that ran it against PyTorch
-    ("" if it was not run; ``note`` then says why)."""
+    ("" if it was not run; ``note`` then says why). FP16 graphs: ``precision`` "fp16",
+    ``source`` the FP32 file converted, ``fp32_nodes`` node name -> why it stays FP32."""
 
     stage: str
     file: str
@@ -63,6 +68,9 @@ class GraphInfo:
     errors: dict[str, OutputError]
     checked_on: str = ""
     note: str = ""
+    precision: str = "fp32"
+    source: str = ""
+    fp32_nodes: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +86,7 @@ class Manifest:
     graphs: tuple[GraphInfo, ...]
     engines: dict[str, dict[str, str]]   # engine -> stage -> file
     weights_file: str = ""       # copy of the weights file in the directory ("" if none)
+    fp16_ranges: str = ""        # activation ranges of the FP16 conversion ("" if none)
     format_version: int = FORMAT_VERSION
 
     def graph(self, file: str) -> GraphInfo:
@@ -86,11 +95,12 @@ class Manifest:
                 return g
         raise ManifestError(f"manifest lists no graph file {file!r}")
 
-    def candidates(self, engine: str, stage: str) -> list[GraphInfo]:
-        """Graphs of ``stage`` for ``engine``: its chosen file first, then other variants."""
+    def candidates(self, engine: str, stage: str, precision: str = "fp32") -> list[GraphInfo]:
+        """Graphs of ``stage`` in ``precision`` for ``engine``: its chosen file (or, for
+        "fp16", the one converted from it) first, then other variants."""
         chosen = self.engines.get(engine, {}).get(stage)
-        same = [g for g in self.graphs if g.stage == stage]
-        return sorted(same, key=lambda g: g.file != chosen)
+        same = [g for g in self.graphs if g.stage == stage and g.precision == precision]
+        return sorted(same, key=lambda g: (g.source or g.file) != chosen)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
