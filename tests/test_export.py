@@ -8,7 +8,7 @@ import copy
 import shutil
 import subprocess
 import sys
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -193,18 +193,10 @@ def test_engines_are_thread_safe_and_check_names(exported):
     rng = np.random.default_rng(0)
     feeds = [rng.standard_normal((1, 16, 4 + i, 4), dtype=np.float32) for i in range(4)]
     expected = [engine.run({"y_hat": f})["image_hat"] for f in feeds]
-    results: dict[int, np.ndarray] = {}
-
-    def work(i):
-        results[i] = engine.run({"y_hat": feeds[i]})["image_hat"]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i, want in enumerate(expected):
-        np.testing.assert_array_equal(results[i], want)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda f: engine.run({"y_hat": f})["image_hat"], feeds))
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
     with pytest.raises(EngineError, match="takes inputs"):
         engine.run({"y": feeds[0]})
 
