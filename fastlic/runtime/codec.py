@@ -69,6 +69,20 @@ def _anchor_input(sym: np.ndarray, mean_a: np.ndarray, anchor: np.ndarray) -> np
     return np.where(anchor, sym + mean_a, 0).astype(np.float32)
 
 
+def _pass_elements(mask: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """(M, h, w) bool: coded channels (M,) at one pass's positions (h, w).
+
+    Flattening an array through it gives that pass's coding order: channel by
+    channel, positions in raster order, for encoder and decoder alike.
+    """
+    return mask[:, None, None] & positions
+
+
+def _z_table_index(channels: int, per_channel: int) -> np.ndarray:
+    """Table of each ẑ symbol in coding order: its channel, (channels * per_channel,) int32."""
+    return np.repeat(np.arange(channels, dtype=np.int32), per_channel)
+
+
 def _full_latent(y_hat_anchor: np.ndarray, sym: np.ndarray, mean_n: np.ndarray,
                  anchor: np.ndarray) -> np.ndarray:
     """Anchors from pass 1, non-anchors ``sym + mean`` from pass 2: ŷ (1, M, h, w) float32."""
@@ -244,14 +258,14 @@ class Codec:
             return pack(Bitstream(header, (sub_z, sub_a, sub_n)))
 
     def _encode_z(self, z_hat: np.ndarray):
-        c = z_hat.shape[1]
-        idx = np.repeat(np.arange(c, dtype=np.int32), z_hat[0, 0].size)
+        idx = _z_table_index(z_hat.shape[1], z_hat[0, 0].size)
         return self.z_coder.encode(z_hat[0].astype(np.int32).ravel(), idx)
 
     def _encode_pass(self, coder, sym, scale, mask, positions):
         """Code the symbols of the coded channels at ``positions``; returns (bytes, index CRC)."""
-        idx = self.tables.scale_index(scale[0][mask][:, positions])
-        return coder.encode(sym[mask][:, positions].ravel(), idx.ravel()), table_index_crc(idx)
+        coded = _pass_elements(mask, positions)
+        idx = self.tables.scale_index(scale[0][coded])
+        return coder.encode(sym[coded], idx), table_index_crc(idx)
 
     # ---- decoder ----------------------------------------------------------------
     def read_header(self, data: bytes) -> Bitstream:
@@ -306,20 +320,18 @@ class Codec:
     def _decode_z(self, data: bytes, geo: _Latent, timer) -> np.ndarray:
         zc = self.tables.z.pmfs.shape[0]
         with maybe_stage(timer, "entropy_decode_z"):
-            idx = np.repeat(np.arange(zc, dtype=np.int32), geo.z_shape[0] * geo.z_shape[1])
+            idx = _z_table_index(zc, geo.z_shape[0] * geo.z_shape[1])
             z_hat = self.z_coder.decode(data, idx)
             return z_hat.reshape(1, zc, *geo.z_shape).astype(np.float32)
 
     def _decode_pass(self, coder, data, header, sym, scale, mask, positions, name, timer):
         """Decode one checkerboard pass into ``sym`` (1, M, h, w) in place."""
+        coded = _pass_elements(mask, positions)
         with maybe_stage(timer, f"table_index_{name}"):
-            idx = self.tables.scale_index(scale[0][mask][:, positions])
+            idx = self.tables.scale_index(scale[0][coded])
             check_table_indices(header, name, idx)
         with maybe_stage(timer, f"entropy_decode_{name}"):
-            values = coder.decode(data, idx.ravel()).astype(np.float32)
-            block = sym[0, mask]
-            block[:, positions] = values.reshape(idx.shape)
-            sym[0, mask] = block
+            sym[0][coded] = coder.decode(data, idx)
 
     def _synthesize(self, y_hat, geo: _Latent, layout, timer) -> np.ndarray:
         x_hat = self._run("g_s", timer, y_hat=y_hat)["image_hat"]
