@@ -93,14 +93,15 @@ class FastLIC(nn.Module):
         n, m, nh = cfg.enc_channels, cfg.latent_channels, cfg.hyper_channels
         self.g_a = nn.Sequential(
             conv(3, n), GDN(n), conv(n, n), GDN(n),
-            DeformableResidualBlock(n),
+            DeformableResidualBlock(n, deformable=cfg.deformable),
             conv(n, n), GDN(n), conv(n, m))
         self.h_a = nn.Sequential(
             conv(m, nh, 3, 1), nn.LeakyReLU(0.01), conv(nh, nh), nn.LeakyReLU(0.01), conv(nh, nh))
         self.h_s = nn.Sequential(
             deconv(nh, nh), nn.LeakyReLU(0.01), deconv(nh, m * 3 // 2), nn.LeakyReLU(0.01),
             conv(m * 3 // 2, 2 * m, 3, 1))
-        self.anchor_net = _param_net(2 * m, 2 * m)
+        # cfg.shared_params (ablation): no anchor network; nonanchor_net serves both passes.
+        self.anchor_net = None if cfg.shared_params else _param_net(2 * m, 2 * m)
         self.context = CheckerboardContext(m, 2 * m)
         self.nonanchor_net = _param_net(4 * m, 2 * m)
         self.g_s = Decoder(cfg)
@@ -125,6 +126,9 @@ class FastLIC(nn.Module):
 
     def anchor_params(self, hyper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pass 1: hyper -> (scale, mean) of the anchors, each (B, M, h, w)."""
+        if self.anchor_net is None:   # shared network: the anchors see an all-zero context
+            b, _, h, w = hyper.shape
+            return self.nonanchor_params(hyper, hyper.new_zeros(b, self.cfg.latent_channels, h, w))
         return self._split(self.anchor_net(hyper))
 
     def nonanchor_params(self, hyper: torch.Tensor, y_hat_anchor: torch.Tensor):

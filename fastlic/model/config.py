@@ -19,6 +19,11 @@ class ModelConfig:
         the student slims these (distillation technique 3).
     anchor_family, nonanchor_family: the two probability models of the improved
         checkerboard context model (technique 2).
+    deformable: False replaces the deformable convolution of g_a's residual module
+        by a plain 3x3 convolution (ablation of technique 1).
+    shared_params: True uses one parameter network for both passes, the anchors
+        reading an all-zero context, as He et al.'s checkerboard model (ablation of
+        technique 2's separate networks).
     """
 
     name: str
@@ -29,6 +34,8 @@ class ModelConfig:
     dec_blocks: int = 0
     anchor_family: str = "gaussian"
     nonanchor_family: str = "laplace"
+    deformable: bool = True
+    shared_params: bool = False
 
     def __post_init__(self):
         for fam in (self.anchor_family, self.nonanchor_family):
@@ -47,6 +54,8 @@ CONFIGS = {
     "teacher": ModelConfig("teacher", 128, 192, 128, 128, dec_blocks=1),
     "student": ModelConfig("student", 128, 192, 128, 64, dec_blocks=0),
     "small": ModelConfig("small", 64, 128, 64, 64, dec_blocks=0),
+    # The CPU distillation experiment: small's encoder and entropy model, half its decoder.
+    "small_slim": ModelConfig("small_slim", 64, 128, 64, 32, dec_blocks=0),
     # Distillation pass 3: the student's decoder at 40 channels, 0.44x its MACs.
     "student_slim": ModelConfig("student_slim", 128, 192, 128, 40, dec_blocks=0),
     "tiny": ModelConfig("tiny", 12, 16, 8, 12, dec_blocks=0),

@@ -55,12 +55,15 @@ class DeformableResidualBlock(nn.Module):
 
     ``x + conv3x3(lrelu(DCNv2_3x3(x)))``: offsets and masks are predicted from
     ``x`` and start at zero offset / unit mask, so the block starts as a plain
-    residual block and learns where to sample.
+    residual block and learns where to sample. With ``deformable=False`` (the
+    ablation) the same slot holds a plain 3x3 convolution, whose ``weight`` and
+    ``bias`` have the deformable one's names and shapes.
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, deformable: bool = True):
         super().__init__()
-        self.deform = ModulatedDeformConv(channels, channels)
+        self.deform = (ModulatedDeformConv(channels, channels) if deformable
+                       else conv(channels, channels, 3, 1))
         self.conv = conv(channels, channels, 3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,6 +91,8 @@ class CheckerboardContext(nn.Conv2d):
         d = torch.arange(5) - 2
         self.register_buffer("kernel_mask", ((d.view(-1, 1) + d.view(1, -1)) % 2 != 0)
                              .float().view(1, 1, 5, 5), persistent=False)
+        with torch.no_grad():   # taps never read start (and, with no gradient, stay) zero
+            self.weight.mul_(self.kernel_mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight * self.kernel_mask, self.bias, padding=2)

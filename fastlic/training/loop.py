@@ -48,8 +48,10 @@ class TrainArgs:
     lr: float = 2e-4
     threads: int = 0
     ckpt_every_s: float = 300.0
-    anchor_family: str = "gaussian"
-    nonanchor_family: str = "laplace"
+    anchor_family: str = ""
+    nonanchor_family: str = ""
+    no_deformable: bool = False
+    shared_params: bool = False
     seed: int = 0
     device: str = "auto"
     amp: str = "auto"
@@ -68,8 +70,11 @@ HELP = {
     "batch": "crops per step",
     "crop": "crop side in pixels (a multiple of 64)",
     "lr": "Adam learning rate (10x lower for the last 15%% of steps)",
-    "anchor_family": "probability family of the anchors (gaussian, laplace, logistic)",
-    "nonanchor_family": "probability family of the non-anchors",
+    "anchor_family": "probability family of the anchors (gaussian, laplace, logistic; "
+                     "default: --init's, else gaussian)",
+    "nonanchor_family": "probability family of the non-anchors (default: --init's, else laplace)",
+    "no_deformable": "ablation: a plain 3x3 conv instead of g_a's deformable one",
+    "shared_params": "ablation: one parameter network for anchors and non-anchors",
     "seed": "seed of the weights' init and of the crop sampler",
     "threads": "torch CPU threads (0: torch's default)",
     "ckpt_every_s": "seconds between checkpoints (one is always written at the end)",
@@ -83,6 +88,14 @@ HELP = {
     "init": "start a new run from these weights (checkpoint.pt or .safetensors: config and "
             "every tensor; Adam starts afresh), e.g. to continue on another machine",
 }
+
+
+def load_matching(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
+    """Copy the tensors of ``state`` whose name and shape ``model`` shares: (copied, not copied)."""
+    own = model.state_dict()
+    copied = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
+    model.load_state_dict({k: state[k] for k in copied}, strict=False)
+    return copied, sorted(set(own) - set(copied))
 
 
 def rd_loss(out: dict, x: torch.Tensor, lmbda: float, l1: float) -> tuple[torch.Tensor, dict]:
@@ -112,16 +125,35 @@ class Objective:
         self.args = args
 
     def config(self) -> ModelConfig:
-        """The model of a new run: --init's, else --config with the given families."""
+        """The model of a new run: --init's (else --config's), changed by the family and
+        ablation flags."""
         a = self.args
-        if a.init:
-            return load_trained(a.init).cfg
-        return get_config(a.config, anchor_family=a.anchor_family, nonanchor_family=a.nonanchor_family)
+        cfg = load_trained(a.init).cfg if a.init else get_config(a.config)
+        changes = {k: v for k, v in (("anchor_family", a.anchor_family),
+                                     ("nonanchor_family", a.nonanchor_family)) if v}
+        if a.no_deformable:
+            changes["deformable"] = False
+        if a.shared_params:
+            changes["shared_params"] = True
+        return dataclasses.replace(cfg, **changes)
 
     def init(self, model: FastLIC) -> None:
-        """Initialise a new run's model before its first step: from --init, else random."""
-        if self.args.init:
-            model.load_state_dict(load_trained(self.args.init).state_dict())
+        """Initialise a new run's model before its first step: from --init, else random.
+
+        When the flags changed the architecture (an ablation started from a trained
+        model), every tensor whose name and shape match is copied and the rest keep
+        their random init; both lists are printed.
+        """
+        if not self.args.init:
+            return
+        source = load_trained(self.args.init)
+        if source.cfg == model.cfg:
+            model.load_state_dict(source.state_dict())
+            return
+        copied, fresh = load_matching(model, source.state_dict())
+        dropped = sorted(set(source.state_dict()) - set(copied))
+        print(f"initialised {len(copied)} tensors from {self.args.init}; random: "
+              f"{', '.join(fresh) or 'none'}; not used: {', '.join(dropped) or 'none'}")
 
     def prepare(self, model: FastLIC) -> nn.Module | None:
         """Called for new and resumed runs, before the optimizer is built: may freeze parts

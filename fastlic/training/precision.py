@@ -40,7 +40,7 @@ def resolve_device(name: str) -> torch.device:
 def transform_modules(model: nn.Module) -> list[nn.Module]:
     """The FastLIC stages that autocast wraps (not the z prior, not the loss)."""
     mods = [model.g_a, model.h_a, model.h_s, model.anchor_net, model.context, model.nonanchor_net]
-    return mods + list(model.g_s.stages) + [model.g_s.out]
+    return [m for m in mods if m is not None] + list(model.g_s.stages) + [model.g_s.out]
 
 
 def fp32_modules(model: nn.Module) -> list[nn.Module]:
