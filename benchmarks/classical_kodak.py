@@ -33,8 +33,8 @@ if str(REPO) not in sys.path:  # run from a checkout without installing fastlic
 from fastlic.evaluation import (available_codecs, codec_versions, get_codec, markdown_table,
                                 match_bpp)
 from fastlic.evaluation.classical import ClassicalCodec, Coded, measure
+from benchmarks._paths import KODAK as DEFAULT_DIR
 
-DEFAULT_DIR = REPO.parent / "shared" / "data" / "kodak"
 EXTENSIONS = {".png", ".ppm", ".bmp", ".tif", ".tiff"}
 COLUMNS = ["codec", "setting", "mean bpp", "mean PSNR", "mean MS-SSIM", "enc ms", "dec ms"]
 

@@ -42,8 +42,8 @@ from fastlic.engines import Engine  # noqa: E402
 from fastlic.errors import (BackendMismatchError, FastlicError,  # noqa: E402
                             ReconstructionMismatchError)
 from fastlic.runtime.codec import Codec  # noqa: E402
+from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
 
-DEFAULT_DIR = ROOT.parent / "shared" / "data" / "kodak"
 
 
 class RoundMeans(Engine):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks._paths import KODAK, TRAIN
 from fastlic.evaluation.report import markdown_table
 from fastlic.model import FAMILIES, STRIDE, FastLIC, ModelConfig
 from fastlic.training.data import CropSampler
@@ -30,7 +31,6 @@ from fastlic.training.families import (Latents, encode_latents, fine_tune, head_
                                        measure, with_families)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 
 
 def log(msg: str) -> None:
@@ -146,8 +146,8 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", nargs="?", default=str(ROOT / "runs" / "small_q3" / "checkpoint.pt"))
-    p.add_argument("--train", default=str(SHARED / "train"), help="training image folder")
-    p.add_argument("--kodak", default=str(SHARED / "kodak"), help="Kodak folder (evaluation only)")
+    p.add_argument("--train", default=str(TRAIN), help="training image folder")
+    p.add_argument("--kodak", default=str(KODAK), help="Kodak folder (evaluation only)")
     p.add_argument("--pool", type=int, default=96, help="training crops in the pool")
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--steps", type=int, default=200, help="fine-tuning steps per pair")

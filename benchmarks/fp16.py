@@ -51,10 +51,10 @@ from fastlic.export.graphs import STAGE_METHODS
 from fastlic.export.ranges import measure_ranges
 from fastlic.model.deform import ModulatedDeformConv, deform_conv2d
 from fastlic.model.weights import file_hash, load_model
-from fastlic.runtime.models import read_shipped
+from fastlic.runtime.models import read_shipped, shipped_weights
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "fastlic" / "weights" / "default.safetensors"
+from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
+DEFAULT_MODEL = shipped_weights()
 FILES = {"g_a.onnx": "g_a", "g_a_gridsample.onnx": "g_a", "h_a.onnx": "h_a", "h_s.onnx": "h_s",
          "anchor.onnx": "anchor", "nonanchor.onnx": "nonanchor", "g_s.onnx": "g_s"}
 

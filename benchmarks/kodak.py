@@ -26,15 +26,7 @@ from fastlic.evaluation.report import markdown_table
 from fastlic.runtime.codec import Codec
 from fastlic.runtime.profiling import StageTimer
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
-
-
-def coded_symbols(codec: Codec, data: bytes) -> int:
-    """Symbols the entropy decoder decodes for this bitstream (z plus coded y)."""
-    h = codec.read_header(data).header
-    ph, pw = -(-h.height // 64) * 64, -(-h.width // 64) * 64
-    z = codec.tables.z.pmfs.shape[0] * (ph // 64) * (pw // 64)
-    return z + sum(h.channel_mask) * (ph // 16) * (pw // 16)
+from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
 
 
 def run(folder: Path, model: str | None, repeat: int) -> int:
@@ -57,7 +49,7 @@ def run(folder: Path, model: str | None, repeat: int) -> int:
             out = codec.decompress(data, timer=dec_t)
             dec_t.times["total"].append(time.perf_counter() - t0)
         decode_s = sum(dec_t.times[f"entropy_decode_{p}"][-1] for p in ("z", "anchor", "nonanchor"))
-        ns_per_symbol.append(1e9 * decode_s / coded_symbols(codec, data))
+        ns_per_symbol.append(1e9 * decode_s / codec.coded_symbols(data))
         exact += bool(np.array_equal(out, recon))
         bpp = 8 * len(data) / (img.shape[0] * img.shape[1])
         jpeg = match_bpp("jpeg", img, bpp, not_above=False)

@@ -39,7 +39,7 @@ for _p in (_HERE, _HERE.parent):     # _compressai_shim; fastlic when run as a s
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-DEFAULT_DIR = _HERE.parents[1] / "shared" / "data" / "kodak"
+from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
 PEER_STRIDE = 64
 # Modules a decoder does not run: analysis transforms, and the factorized z prior
 # (fastlic ships it as tables; CompressAI keeps it as CDF buffers after update()).

@@ -17,7 +17,7 @@ from PIL import Image
 from fastlic.runtime.bitstream import unpack
 from fastlic.runtime.codec import Codec
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
 
 
 def main() -> int:

@@ -13,10 +13,11 @@
     fastlic evaluate DIR [--model W ...] [--codecs jpeg,webp,avif,jxl] [--out REPORT]
 
 Model and engine options (compress, decompress, demo, profile, bench):
-    --model W.safetensors  --backend torch|onnxruntime  --model-dir EXPORT_DIR
+    --model W.safetensors  --backend torch|onnxruntime|tensorrt  --model-dir EXPORT_DIR
     --device cpu|cuda[:N]  --dtype float32|float16  --cuda-graphs  --threads N
-With --backend onnxruntime and no --model-dir, the model is exported once to
-~/.cache/fastlic (or $FASTLIC_CACHE_DIR) and reused.
+With --backend onnxruntime or tensorrt and no --model-dir, the model is exported once
+to ~/.cache/fastlic (or $FASTLIC_CACHE_DIR) and reused; tensorrt (needs --device cuda)
+also caches its built engines there.
 
 Errors print one line, ``fastlic: error: ...``, and exit non-zero; no output file
 is left half-written (outputs are written to a temporary name, then renamed).
@@ -32,13 +33,18 @@ from pathlib import Path
 from .errors import FastlicError, UsageError
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, quality: bool = True) -> None:
     from .engines import BACKENDS
     g = p.add_argument_group("model and engine")
-    g.add_argument("--model", help="weights .safetensors (default: the shipped model)")
+    if quality:
+        g.add_argument("-q", "--quality", type=int,
+                       help="rate point of the shipped ladder, 1 (smallest files) .. 4 "
+                            "(default: 3)")
+    g.add_argument("--model", help="weights .safetensors (default: the shipped model "
+                                   + ("of --quality)" if quality else "that made each file)"))
     g.add_argument("--backend", default="torch", choices=sorted(BACKENDS),
                    help="inference backend (default: torch)")
-    g.add_argument("--model-dir", help="`fastlic export` directory (onnxruntime graphs; "
+    g.add_argument("--model-dir", help="`fastlic export` directory (onnxruntime, tensorrt; "
                                        "default: exported once to the cache)")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     g.add_argument("--dtype", default="float32", help="torch on CUDA: float32 or float16")
@@ -86,11 +92,35 @@ def _engine_options(args) -> dict:
     return options
 
 
-def _load_codec(args):
+def _load_codec(args, weights=None):
     from .runtime.codec import Codec
-    return Codec.load(args.model, backend=args.backend, device=args.device,
-                      model_dir=args.model_dir, log=lambda line: print(line, file=sys.stderr),
-                      **_engine_options(args))
+    quality = getattr(args, "quality", None)
+    if quality is not None and (args.model or args.model_dir):
+        raise UsageError("--quality picks a shipped model; do not combine it with --model "
+                         "or --model-dir")
+    return Codec.load(weights or args.model, backend=args.backend, device=args.device,
+                      quality=quality, model_dir=args.model_dir,
+                      log=lambda line: print(line, file=sys.stderr), **_engine_options(args))
+
+
+class _CodecPerModel:
+    """Decoders for files from any shipped model: with --model or --model-dir, that one
+    model; else the shipped weights each file's header names, each loaded once."""
+
+    def __init__(self, args):
+        self.args, self.codecs = args, {}
+
+    def __call__(self, data: bytes):
+        if self.args.model or self.args.model_dir:
+            key = None
+        else:
+            from .runtime.bitstream import peek_header
+            from .runtime.models import shipped_weights_for
+            header = peek_header(data)
+            key = shipped_weights_for(header.model_name, header.weights_hash)
+        if key not in self.codecs:
+            self.codecs[key] = _load_codec(self.args, key)
+        return self.codecs[key]
 
 
 def compress_main(argv: list[str]) -> int:
@@ -125,13 +155,14 @@ def decompress_main(argv: list[str]) -> int:
     p.add_argument("-o", "--output", help="output image (one input only; suffix picks the format)")
     p.add_argument("--out-dir", help="folder for the outputs (default: beside each input)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    _add_model_args(p)
+    _add_model_args(p, quality=False)
     args = p.parse_args(argv)
     from .runtime.image import write_image
     outputs = _outputs(args.inputs, args.output, args.out_dir, ".png", args.force)
-    codec = _load_codec(args)
+    codec_for = _CodecPerModel(args)
     for src, dst in _progress(list(zip(args.inputs, outputs)), "decompress"):
-        image = codec.decompress(Path(src).read_bytes())
+        data = Path(src).read_bytes()
+        image = codec_for(data).decompress(data)
         write_image(dst, image)
         if len(outputs) == 1:
             print(f"{dst}: {image.shape[1]}x{image.shape[0]}")

@@ -72,12 +72,12 @@ def test_different_table_indices_are_detected(tiny_model, tiny_codec, photo):
 
 
 def _nudged_g_s_decoder(tiny_model, tiny_codec) -> Codec:
-    """Same identity and tables as tiny_codec, g_s output bias +1/255: equal symbols,
+    """Same identity and tables as tiny_codec, g_s output bias +0.5/255: equal symbols,
     an image a level off in places (what another backend's float noise looks like)."""
     import copy
     nudged = copy.deepcopy(tiny_model)
     with torch.no_grad():
-        nudged.g_s.out.bias += 1.0 / 255
+        nudged.g_s.out.bias += 0.5 / 255
     return Codec.from_model(nudged, weights_hash=tiny_codec.info.weights_hash,
                             tables=tiny_codec.tables)
 
@@ -150,3 +150,18 @@ def test_all_errors_are_one_line(tiny_codec):
         with pytest.raises(FastlicError) as info:
             tiny_codec.decompress(bad)
         assert "\n" not in str(info.value) and str(info.value)
+
+
+def test_coded_symbols_is_what_the_entropy_decoder_decodes(tiny_codec, photo, monkeypatch):
+    from fastlic.entropy.coder import SymbolCoder
+    decoded = []
+    real = SymbolCoder.decode
+
+    def counting(self, data, table_index):
+        decoded.append(len(table_index))
+        return real(self, data, table_index)
+
+    monkeypatch.setattr(SymbolCoder, "decode", counting)
+    data = tiny_codec.compress(photo)
+    tiny_codec.decompress(data)
+    assert tiny_codec.coded_symbols(data) == sum(decoded)

@@ -173,10 +173,10 @@ def test_engine_falls_back_to_gridsample_without_deformconv_kernel(exported, tin
 
     real = oe.make_session
 
-    def no_deformconv(path, providers, threads):
+    def no_deformconv(path, providers, threads, spinning=False):
         if Path(path).name == "g_a.onnx":
             raise RuntimeError("NOT_IMPLEMENTED : no implementation for DeformConv(19)")
-        return real(path, providers, threads)
+        return real(path, providers, threads, spinning)
 
     monkeypatch.setattr(oe, "make_session", no_deformconv)
     engines = load_engines("onnxruntime", exported[0], threads=1)

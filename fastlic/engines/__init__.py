@@ -6,6 +6,9 @@ named numpy outputs (the ONNX tensor names in :data:`STAGES`). Backends:
 - ``torch``: the PyTorch modules (CPU; CUDA with float16 and CUDA graphs), see ``torch_engine.py``.
 - ``onnxruntime``: sessions over a ``fastlic export`` directory (CPU; CUDA/TensorRT
   providers when installed), see ``onnxruntime_engine.py``.
+- ``tensorrt``: TensorRT 10 engines built from a ``fastlic export`` directory (CUDA,
+  FP16, cached), see ``tensorrt_engine.py``; ``tensorrt`` itself is imported only
+  inside its ``load_engines``.
 
 ``load_engines(backend, ...)`` imports the backend module only when asked for.
 """
@@ -17,7 +20,8 @@ from ..errors import EngineError
 from .base import STAGES, Engine, StageSpec
 
 BACKENDS = {"torch": "fastlic.engines.torch_engine",
-            "onnxruntime": "fastlic.engines.onnxruntime_engine"}
+            "onnxruntime": "fastlic.engines.onnxruntime_engine",
+            "tensorrt": "fastlic.engines.tensorrt_engine"}
 
 
 def load_engines(backend: str, model, **options) -> dict[str, Engine]:

@@ -52,18 +52,27 @@ def resolve_providers(providers=None) -> list:
     return list(providers)
 
 
-def make_session(path: Path, providers: list, threads: int = 0) -> "ort.InferenceSession":
-    """An InferenceSession on ``path``; ``threads`` intra-op threads (0: onnxruntime decides)."""
+def make_session(path: Path, providers: list, threads: int = 0,
+                 spinning: bool = False) -> "ort.InferenceSession":
+    """An InferenceSession on ``path``; ``threads`` intra-op threads (0: onnxruntime decides).
+
+    spinning: let idle intra-op threads busy-wait for work (onnxruntime's default).
+    Off by default here: the six stage sessions each own a thread pool, and threads
+    spinning after one stage compete with the next stage and with the entropy coder
+    on the same cores (``benchmarks/decode_variants.py`` measures both settings).
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
-def _stage_engine(directory: Path, manifest, stage: str, providers, threads) -> OrtEngine:
+def _stage_engine(directory: Path, manifest, stage: str, providers, threads,
+                  spinning: bool = False) -> OrtEngine:
     reasons = []
     for graph in manifest.candidates("onnxruntime", stage):
         try:
-            session = make_session(directory / graph.file, providers, threads)
+            session = make_session(directory / graph.file, providers, threads, spinning)
         except Exception as exc:  # noqa: BLE001 - NOT_IMPLEMENTED, INVALID_GRAPH, ...
             reasons.append(f"{graph.file}: {(str(exc).splitlines() or [repr(exc)])[0][:200]}")
             continue
@@ -73,10 +82,11 @@ def _stage_engine(directory: Path, manifest, stage: str, providers, threads) -> 
                       + "; re-export with a matching onnxruntime or use another backend")
 
 
-def load_engines(model, providers=None, *, threads: int = 0,
-                 verify: bool = True) -> dict[str, Engine]:
+def load_engines(model, providers=None, *, threads: int = 0, verify: bool = True,
+                 spinning: bool = False) -> dict[str, Engine]:
     """One engine per stage from an exported directory (or a FastLIC, exported unchecked
-    to a temporary directory first). ``verify`` checks the graph hashes."""
+    to a temporary directory first). ``verify`` checks the graph hashes; ``spinning``:
+    see :func:`make_session`."""
     from ..export.manifest import load_manifest  # noqa: PLC0415 - stdlib only
 
     providers = resolve_providers(providers)
@@ -85,7 +95,7 @@ def load_engines(model, providers=None, *, threads: int = 0,
 
         with tempfile.TemporaryDirectory(prefix="fastlic-onnx-") as tmp:
             export_model(model, tmp, check=False)
-            return load_engines(tmp, providers, threads=threads, verify=verify)
+            return load_engines(tmp, providers, threads=threads, verify=verify, spinning=spinning)
     directory = Path(model)
     manifest = load_manifest(directory, verify=verify)
-    return {s: _stage_engine(directory, manifest, s, providers, threads) for s in STAGES}
+    return {s: _stage_engine(directory, manifest, s, providers, threads, spinning) for s in STAGES}

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import EngineError
+from ..model.subpixel import to_subpixel
 from ..runtime.profiling import sub_stage
 from .base import STAGES, Engine, StageSpec
 
@@ -31,11 +32,13 @@ MAX_GRAPHS = 8   # captured shapes kept per stage; the oldest is dropped beyond 
 class TorchEngine(Engine):
     """Runs ``fn`` (a FastLIC method) on ``device`` in ``dtype``; float32 numpy in and out."""
 
-    def __init__(self, spec: StageSpec, fn, device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, spec: StageSpec, fn, device: str = "cpu", dtype: str = "float32",
+                 channels_last: bool = False):
         super().__init__(spec)
         self.fn = fn
         self.device = torch.device(device)
         self.dtype = DTYPES[dtype]
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.copies = self.device.type != "cpu"   # time copies only where they are copies
 
     def synchronize(self) -> None:
@@ -46,7 +49,8 @@ class TorchEngine(Engine):
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._maybe(f"{self.spec.name}.h2d"):
             args = [torch.from_numpy(np.ascontiguousarray(inputs[n], dtype=np.float32))
-                    .to(self.device, self.dtype, non_blocking=False) for n in self.spec.inputs]
+                    .to(self.device, self.dtype, non_blocking=False,
+                        memory_format=self.memory_format) for n in self.spec.inputs]
         with torch.inference_mode():
             result = self._call(args)
         if isinstance(result, torch.Tensor):
@@ -64,8 +68,9 @@ class TorchEngine(Engine):
 class GraphedTorchEngine(TorchEngine):
     """CUDA-graph variant: the first call per input shape captures, later calls replay."""
 
-    def __init__(self, spec: StageSpec, fn, device: str = "cuda", dtype: str = "float32"):
-        super().__init__(spec, fn, device, dtype)
+    def __init__(self, spec: StageSpec, fn, device: str = "cuda", dtype: str = "float32",
+                 channels_last: bool = False):
+        super().__init__(spec, fn, device, dtype, channels_last)
         self._graphs: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
 
@@ -124,18 +129,26 @@ def _check_cuda(dev: torch.device) -> None:
 
 
 def load_engines(model, device: str = "cpu", dtype: str = "float32",
-                 cuda_graphs: bool = False, threads: int = 0) -> dict[str, Engine]:
+                 cuda_graphs: bool = False, threads: int = 0,
+                 subpixel: bool = True, channels_last: bool = False) -> dict[str, Engine]:
     """One engine per stage of ``model`` on ``device`` in ``dtype``.
 
-    threads > 0 sets torch's intra-op thread count (process-wide). On the CPU in
-    float32 the engines call ``model`` itself (put in eval mode), not a copy.
+    threads > 0 sets torch's intra-op thread count (process-wide). subpixel: run
+    the transposed convolutions of h_s and g_s as conv + pixel shuffle
+    (:mod:`fastlic.model.subpixel`, as the exported graphs do), on a copy of
+    ``model``; without it, on the CPU in float32 the engines call ``model`` itself.
+    channels_last: run the networks on NHWC tensors (a copy of ``model`` too).
     """
     dev = check_options(device, dtype, cuda_graphs)
     if threads > 0:
         torch.set_num_threads(threads)
-    if dev.type != "cpu" or dtype != "float32":   # leave the caller's module where it is
-        model = copy.deepcopy(model).to(dev, DTYPES[dtype])
-    model = model.eval()
+    if subpixel:
+        model = to_subpixel(model)
+    elif dev.type != "cpu" or dtype != "float32" or channels_last:   # leave the caller's module
+        model = copy.deepcopy(model)
+    model = model.to(dev, DTYPES[dtype]).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     cls = GraphedTorchEngine if cuda_graphs else TorchEngine
-    return {name: cls(STAGES[name], getattr(model, METHODS[name]), str(dev), dtype)
+    return {name: cls(STAGES[name], getattr(model, METHODS[name]), str(dev), dtype, channels_last)
             for name in STAGES}

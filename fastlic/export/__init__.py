@@ -27,11 +27,10 @@ from ..errors import ExportError, FastlicError, ModelLoadError
 from .manifest import GraphInfo, Manifest, OutputError, load_manifest, write_manifest
 from .ranges import RANGES_NAME
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
 WEIGHTS_FILE = "weights.safetensors"
 
 __all__ = ["export_model", "load_manifest", "Manifest", "GraphInfo", "OutputError",
-           "state_dict_sha256", "main", "DEFAULT_MODEL", "WEIGHTS_FILE"]
+           "state_dict_sha256", "main", "WEIGHTS_FILE"]
 
 
 def state_dict_sha256(model) -> str:
@@ -202,8 +201,8 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog="Use the directory with: fastlic compress/decompress "
                                        "--backend onnxruntime --model-dir OUT")
     p.add_argument("--out", required=True, type=Path, help="model directory to write")
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                   help="weights (.safetensors); default: the bundled model")
+    p.add_argument("--model", type=Path,
+                   help="weights (.safetensors); default: the shipped quality-3 model")
     p.add_argument("--opset", type=int, default=19, help="ONNX opset, 19 or newer")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
     p.add_argument("--no-gridsample", action="store_true",
@@ -233,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--opset {args.opset}: DeformConv needs opset 19 or newer")
     try:
         from ..model.weights import file_hash, load_model  # noqa: PLC0415
+        from ..runtime.models import shipped_weights  # noqa: PLC0415
         from .ranges import png_images  # noqa: PLC0415
 
+        args.model = args.model or shipped_weights()
         if not args.model.is_file():
             raise ModelLoadError(f"no weights at {args.model}; pass --model PATH")
         model, _, _ = load_model(args.model)

@@ -18,7 +18,6 @@ layer still runs the plain-PyTorch ``grid_sample`` code, so numerics are unchang
 """
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 
 from ..engines.base import STAGES
 from ..model.deform import ModulatedDeformConv
+from ..model.subpixel import to_subpixel
 
 MIN_OPSET = 19
 STAGE_METHODS = {"g_a": "analysis", "h_a": "hyper_analysis", "h_s": "hyper_synthesis",
@@ -70,10 +70,12 @@ class _Stage(nn.Module):
 
 
 def _export_copy(model: nn.Module, variant: str) -> nn.Module:
-    """A float32 CPU eval copy; ``deformconv`` swaps in :class:`DeformConvOnnx` (same weights)."""
+    """A float32 CPU eval copy with the transposed convolutions as conv + pixel shuffle
+    (:mod:`fastlic.model.subpixel`, as the torch engine runs them); ``deformconv``
+    swaps in :class:`DeformConvOnnx` (same weights)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown g_a variant {variant!r}; choose one of {VARIANTS}")
-    clone = copy.deepcopy(model).float().cpu().eval()
+    clone = to_subpixel(model).float().cpu().eval()
     if variant == "deformconv":
         for module in clone.modules():
             if type(module) is ModulatedDeformConv:

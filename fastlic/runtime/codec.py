@@ -35,16 +35,17 @@ import numpy as np
 from ..engines import load_engines
 from ..entropy.coder import SymbolCoder
 from ..entropy.tables import EntropyTables, build_tables
-from ..errors import CorruptBitstreamError
+from ..errors import CorruptBitstreamError, UsageError
 from ..model import STRIDE
 from .bitstream import (Bitstream, ColorLayout, Header, check_model, check_reconstruction,
                         check_table_indices, pack, reconstruction_crc, table_index_crc, unpack)
 from .image import from_codable, to_codable
-from .models import cached_export, load_network, read_shipped, shipped_from_dir
+from .models import (GRAPH_BACKENDS, cached_export, load_network, read_shipped,
+                     shipped_from_dir, shipped_weights)
 from .models import engine_options as engine_options_for
 from .profiling import StageTimer, activate, maybe_stage
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
+DEFAULT_WEIGHTS = shipped_weights()   # the middle of the shipped rate ladder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,22 +143,31 @@ class Codec:
 
     @classmethod
     def load(cls, weights: str | Path | None = None, backend: str = "torch", device: str = "cpu",
-             *, model_dir: str | Path | None = None, cache_dir: str | Path | None = None,
-             log=None, **engine_options):
-        """Load a shipped model for ``backend`` ("torch" or "onnxruntime") on ``device``.
+             *, quality: int | None = None, model_dir: str | Path | None = None,
+             cache_dir: str | Path | None = None, log=None, **engine_options):
+        """Load a shipped model for ``backend`` ("torch", "onnxruntime", "tensorrt") on ``device``.
 
-        weights: .safetensors (default: the package's model, or the copy in ``model_dir``).
-        model_dir: a ``fastlic export`` directory; onnxruntime runs its graphs. Without
-            it, onnxruntime exports ``weights`` once into ``cache_dir`` (default
-            ~/.cache/fastlic) and reuses that; ``log`` gets the progress lines.
+        weights: .safetensors (default: the package's model of ``quality``, or the copy
+            in ``model_dir``).
+        quality: a rate point of the shipped ladder (``models.shipped_ladder()``; default
+            3); only without ``weights``.
+        model_dir: a ``fastlic export`` directory; onnxruntime and tensorrt run its graphs.
+            Without it, they export ``weights`` once into ``cache_dir`` (default
+            ~/.cache/fastlic) and reuse that; ``log`` gets the progress lines.
         engine_options: torch: dtype ("float32"/"float16"), cuda_graphs, threads;
-            onnxruntime: providers, threads, verify.
+            onnxruntime: providers, threads, verify; tensorrt: precision, deform, min_size,
+            opt_size, max_size, max_batch, verify (engines cached in ``cache_root()``).
         Identity and tables come from the weights file either way, so bitstreams are
         interchangeable between backends.
         """
         options = engine_options_for(backend, device, engine_options)
+        if quality is not None and (weights or model_dir):
+            raise UsageError("quality picks a shipped model; do not combine it with weights "
+                             "or model_dir")
         weights = Path(weights) if weights else None
-        if backend == "onnxruntime":
+        if weights is None and quality is not None:
+            weights = shipped_weights(quality)
+        if backend in GRAPH_BACKENDS:
             directory = Path(model_dir) if model_dir else cached_export(
                 weights or DEFAULT_WEIGHTS, cache_dir, log)
             shipped = shipped_from_dir(directory, weights, options.pop("verify", True))
@@ -276,6 +286,14 @@ class Codec:
             raise CorruptBitstreamError(f"channel mask has {len(h.channel_mask)} channels, "
                                         f"the model has {self.info.latent_channels}")
         return bs
+
+    def coded_symbols(self, data: bytes) -> int:
+        """How many symbols decoding ``data`` entropy-decodes: all of z, and y's in the
+        channels the header's mask codes."""
+        h = self.read_header(data).header
+        geo = _Latent(h.height, h.width)
+        z = self.tables.z.pmfs.shape[0] * geo.z_shape[0] * geo.z_shape[1]
+        return z + sum(h.channel_mask) * geo.anchor.size
 
     def decompress(self, data: bytes, timer: StageTimer | None = None) -> np.ndarray:
         """.flic bytes -> uint8 (H, W, 3), or (H, W) for greyscale images.

@@ -4,7 +4,7 @@
 
     weights.safetensors ──read_shipped──▶ ShippedModel (ModelInfo, EntropyTables)
                         ──load_model────▶ FastLIC ──▶ torch engines
-    export dir: manifest.json, weights.safetensors (a copy), *.onnx ──▶ onnxruntime engines
+    export dir: manifest.json, weights.safetensors (a copy), *.onnx ──▶ onnxruntime, TensorRT
     weights, no dir ──cached_export──▶ <cache>/onnx-<sha256[:16]>/ (exported once, reused)
 
 The identity and tables always come from a weights file (the original or its copy
@@ -14,6 +14,7 @@ whichever backend runs its networks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import os
 import shutil
@@ -24,13 +25,53 @@ from typing import TYPE_CHECKING
 
 from ..engines import BACKENDS
 from ..entropy.tables import EntropyTables
-from ..errors import EngineError, ManifestError, ModelLoadError
+from ..errors import EngineError, ManifestError, ModelLoadError, ModelMismatchError, UsageError
 
 if TYPE_CHECKING:
     from .codec import ModelInfo
 
-OPTIONS = {"torch": {"dtype", "cuda_graphs", "threads"},
-           "onnxruntime": {"providers", "threads", "verify"}}
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_QUALITY = 3
+
+
+def shipped_ladder() -> dict[int, Path]:
+    """The rate ladder in the package: quality -> ``fastlic/weights/q<quality>.safetensors``."""
+    found = {int(p.stem[1:]): p for p in WEIGHTS_DIR.glob("q*.safetensors") if p.stem[1:].isdigit()}
+    return dict(sorted(found.items()))
+
+
+def shipped_weights(quality: int | None = None) -> Path:
+    """The package's weights file of ``quality`` (default: DEFAULT_QUALITY)."""
+    quality = DEFAULT_QUALITY if quality is None else quality
+    ladder = shipped_ladder()
+    if quality not in ladder:
+        raise UsageError(f"quality {quality} is not shipped; choose one of "
+                         f"{', '.join(map(str, ladder)) or '(none: the package has no weights)'}")
+    return ladder[quality]
+
+
+@functools.lru_cache(maxsize=None)
+def _hash8(path: Path, mtime_ns: int) -> bytes:
+    from ..model.weights import file_hash  # noqa: PLC0415
+    return bytes.fromhex(file_hash(path))[:8]
+
+
+def shipped_weights_for(model_name: str, weights_hash: bytes) -> Path:
+    """The shipped weights file a bitstream names (by its 8-byte weights hash);
+    ModelMismatchError if no shipped model made it."""
+    for path in shipped_ladder().values():
+        if _hash8(path, path.stat().st_mtime_ns) == bytes(weights_hash):
+            return path
+    raise ModelMismatchError(f"bitstream was encoded with model {model_name} (weights "
+                             f"{bytes(weights_hash).hex()}), which this package does not ship; "
+                             f"decode with --model pointing to those weights")
+
+
+OPTIONS = {"torch": {"dtype", "cuda_graphs", "threads", "subpixel", "channels_last"},
+           "onnxruntime": {"providers", "threads", "verify", "spinning"},
+           "tensorrt": {"precision", "deform", "min_size", "opt_size", "max_size", "max_batch",
+                        "verify"}}
+GRAPH_BACKENDS = ("onnxruntime", "tensorrt")   # run an export directory's ONNX graphs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +126,12 @@ def engine_options(backend: str, device: str, options: dict) -> dict:
     if extra:
         raise EngineError(f"backend {backend} does not take {sorted(extra)}; "
                           f"its options are {sorted(OPTIONS[backend])}")
-    if backend == "torch":
+    if backend == "tensorrt":   # package and GPU first, before any export
+        from ..engines import tensorrt_engine  # noqa: PLC0415 - imports torch, not tensorrt
+
+        tensorrt_engine.import_tensorrt()
+        tensorrt_engine.check_device(device)
+    if backend in ("torch", "tensorrt"):
         return {"device": device, **options}
     if "providers" in options:
         return dict(options)

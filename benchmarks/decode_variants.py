@@ -1,0 +1,117 @@
+"""CPU decode choices measured side by side: transposed convs vs conv + pixel shuffle,
+and onnxruntime's spinning thread pools, on one Kodak image.
+
+Table 1 times h_s and g_s alone (the stages with transposed convolutions) on the
+latent of a 768x512 image, in PyTorch and in onnxruntime (graphs exported here
+with ``torch.onnx.export`` from the same weights), each as ``ConvTranspose2d`` and
+as :mod:`fastlic.model.subpixel`'s conv + pixel shuffle. Table 2 times whole
+encodes and decodes of the image through the runtime. Medians of ``--repeat``
+runs after one warm-up; run on a quiet machine.
+
+    python -m benchmarks.decode_variants [IMAGE] [--model W] [--repeat 10]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks._paths import KODAK
+from fastlic.evaluation.report import markdown_table
+from fastlic.model.subpixel import to_subpixel
+from fastlic.model.weights import load_model
+from fastlic.runtime.codec import DEFAULT_WEIGHTS, Codec
+
+DEFAULT_IMAGE = KODAK / "kodim01.png"
+
+
+def median_ms(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t))
+    return statistics.median(times)
+
+
+def ort_session(module: torch.nn.Module, example: torch.Tensor, path: Path):
+    import onnxruntime as ort
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(path), opset_version=19, dynamo=False,
+                          input_names=["x"], output_names=["out"])
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def stage_table(model, h: int, w: int, repeat: int) -> str:
+    inputs = {"h_s": torch.randn(1, model.cfg.hyper_channels, h // 64, w // 64),
+              "g_s": torch.randn(1, model.cfg.latent_channels, h // 16, w // 16)}
+    variants = {"transposed": model, "subpixel": to_subpixel(model)}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for stage, x in inputs.items():
+            row = [stage]
+            for name, m in variants.items():
+                mod = getattr(m, stage)
+                with torch.inference_mode():
+                    row.append(median_ms(lambda: mod(x), repeat))
+            for name, m in variants.items():
+                sess = ort_session(getattr(m, stage), x, Path(tmp) / f"{stage}_{name}.onnx")
+                feed = {"x": x.numpy()}
+                row.append(median_ms(lambda: sess.run(None, feed), repeat))
+            rows.append(row)
+    cols = ["stage", "torch transposed ms", "torch subpixel ms", "onnxruntime transposed ms",
+            "onnxruntime subpixel ms"]
+    return markdown_table(rows, cols, digits=[0, 1, 1, 1, 1])
+
+
+def runtime_table(weights: Path, image: np.ndarray, repeat: int) -> str:
+    setups = {
+        "torch, transposed convs": dict(backend="torch", subpixel=False),
+        "torch, subpixel (default)": dict(backend="torch"),
+        "torch, subpixel, channels_last": dict(backend="torch", channels_last=True),
+        "onnxruntime, spinning threads": dict(backend="onnxruntime", spinning=True),
+        "onnxruntime, no spinning (default)": dict(backend="onnxruntime"),
+    }
+    rows = []
+    for label, options in setups.items():
+        codec = Codec.load(weights, **options)
+        data = codec.compress(image)
+        rows.append([label, median_ms(lambda: codec.compress(image), repeat),
+                     median_ms(lambda: codec.decompress(data), repeat)])
+        del codec
+    return markdown_table(rows, ["runtime", "encode ms", "decode ms"], digits=[0, 1, 1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("image", nargs="?", default=str(DEFAULT_IMAGE))
+    p.add_argument("--model", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--repeat", type=int, default=10)
+    args = p.parse_args()
+    image = np.asarray(Image.open(args.image).convert("RGB"))
+    model = load_model(args.model)[0]
+    h, w = (-(-s // 64) * 64 for s in image.shape[:2])
+    print(f"# {Path(args.image).name} {image.shape[1]}x{image.shape[0]}, model {Path(args.model).name}, "
+          f"{platform.machine()} with {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), medians of {args.repeat}\n")
+    print(stage_table(model, h, w, args.repeat))
+    print()
+    print(runtime_table(Path(args.model), image, args.repeat))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""Kodak tables of the trained runs: technique ablations, the L1 sweep, distillation.
+
+Each row is a training checkpoint, shipped as the runtime ships it (fp16 weights,
+entropy tables built from them) into a temporary file, then every Kodak image is
+compressed and decompressed by the torch backend on the CPU: bpp counts the whole
+``.flic`` file, PSNR is on RGB, "channels coded" reads each bitstream's channel
+mask, and encode / decode are the median milliseconds per image over the 24 images
+(one round trip each; measure on a quiet machine).
+
+    python -m benchmarks.trained techniques [--runs runs] [--kodak DIR]
+    python -m benchmarks.trained l1
+    python -m benchmarks.trained distill
+
+The runs are those of docs/training.md ("Ablations, L1 sweep, distillation"): every
+one starts from the same trained checkpoint (runs/small_q3) and trains 2,000 steps
+(distillation: 2,500) under the same schedule, so each table compares like with like.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks._paths import KODAK
+from fastlic.evaluation.bdrate import bd_rate
+from fastlic.evaluation.metrics import bpp, ms_ssim, psnr
+from fastlic.evaluation.report import markdown_table
+from fastlic.evaluation.run import load_images
+from fastlic.model.weights import load_model
+from fastlic.runtime.bitstream import unpack
+from fastlic.runtime.codec import Codec
+from fastlic.training.checkpoint import load_checkpoint, ship_checkpoint
+from fastlic.training.distill import decoder_macs_per_pixel
+
+
+# label -> run folders (relative to --runs), one per λ (quality 2, 4)
+TECHNIQUES = {
+    "all four techniques (reference)": ["ladder/q2", "ladder/q4"],
+    "plain 3x3 conv instead of deformable": ["abl/nodeform_q2", "abl/nodeform_q4"],
+    "one shared parameter network": ["abl/shared_q2", "abl/shared_q4"],
+    "same family (Gaussian / Gaussian)": ["abl/samefam_q2", "abl/samefam_q4"],
+    "no L1 term (weight 0)": ["abl/l1off_q2", "abl/l1off_q4"],
+}
+L1_SWEEP = {0.0: "abl/l1off_q4", 0.02: "ladder/q4", 0.06: "abl/l1_0.06_q4", 0.15: "abl/l1_0.15_q4"}
+DISTILL = {
+    "teacher (shipped q3, 64-ch decoder)": "small_q3",
+    "student (32-ch decoder), trained alone": "distill/slim_alone",
+    "student (32-ch decoder), distilled": "distill/slim_distilled",
+}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def kodak_row(run: Path, images) -> dict:
+    """Ship ``run``'s checkpoint to a temp file; mean bpp/PSNR/MS-SSIM, channels, median ms."""
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = ship_checkpoint(run / "checkpoint.pt", Path(tmp) / "m.safetensors", name=run.name)
+        codec = Codec.load(path)
+        cfg = load_model(path)[0].cfg
+        rows = []
+        for name, img in images:
+            t0 = time.perf_counter()
+            data = codec.compress(img)
+            t1 = time.perf_counter()
+            rec = codec.decompress(data)
+            t2 = time.perf_counter()
+            mask = unpack(data).header.channel_mask
+            rows.append((bpp(len(data), *img.shape[:2]), psnr(img, rec), ms_ssim(img, rec),
+                         sum(mask), len(mask), 1e3 * (t1 - t0), 1e3 * (t2 - t1)))
+    a = np.array(rows)
+    log(f"{run}: {a[:, 0].mean():.4f} bpp, {a[:, 1].mean():.2f} dB")
+    return {"steps": ckpt["step"], "bpp": a[:, 0].mean(), "psnr": a[:, 1].mean(),
+            "ms_ssim": a[:, 2].mean(), "coded": a[:, 3].mean(), "channels": int(a[0, 4]),
+            "enc_ms": float(np.median(a[:, 5])), "dec_ms": float(np.median(a[:, 6])),
+            "dec_macs": decoder_macs_per_pixel(cfg), "cfg": cfg}
+
+
+def techniques(runs: Path, images) -> str:
+    """BD-rate (PSNR, pchip over the two λ points) of each ablation against the reference."""
+    curves = {label: [kodak_row(runs / f, images) for f in folders]
+              for label, folders in TECHNIQUES.items()}
+    ref = curves[next(iter(TECHNIQUES))]
+    rows = []
+    for label, points in curves.items():
+        bd = bd_rate([p["bpp"] for p in points], [p["psnr"] for p in points],
+                     [p["bpp"] for p in ref], [p["psnr"] for p in ref])
+        rows.append([label, bd] + [v for p in points for v in (p["bpp"], p["psnr"])]
+                    + [np.mean([p["dec_ms"] for p in points])])
+    cols = ["variant", "BD-rate vs reference (%)", "q2 bpp", "q2 PSNR", "q4 bpp", "q4 PSNR",
+            "decode ms (median)"]
+    return markdown_table(rows, cols, digits=[0, 2, 4, 2, 4, 2, 0])
+
+
+def l1_sweep(runs: Path, images) -> str:
+    rows = []
+    for weight, folder in L1_SWEEP.items():
+        p = kodak_row(runs / folder, images)
+        rows.append([weight, 100 * (1 - p["coded"] / p["channels"]), p["coded"], p["bpp"],
+                     p["psnr"], p["enc_ms"], p["dec_ms"]])
+    cols = ["L1 weight", "zero channels (%)", "channels coded", "bpp", "PSNR (dB)",
+            "encode ms", "decode ms"]
+    return markdown_table(rows, cols, digits=[2, 1, 1, 4, 2, 0, 0])
+
+
+def distill(runs: Path, images) -> str:
+    rows = []
+    for label, folder in DISTILL.items():
+        p = kodak_row(runs / folder, images)
+        rows.append([label, p["steps"], p["bpp"], p["psnr"], p["ms_ssim"], p["dec_macs"],
+                     p["dec_ms"]])
+    cols = ["model", "steps", "bpp", "PSNR (dB)", "MS-SSIM", "decoder MACs/px", "decode ms"]
+    return markdown_table(rows, cols, digits=[0, 0, 4, 2, 4, 0, 0])
+
+
+TABLES = {"techniques": techniques, "l1": l1_sweep, "distill": distill}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("table", choices=sorted(TABLES))
+    p.add_argument("--runs", default="runs", help="folder holding the run folders (default: runs)")
+    p.add_argument("--kodak", default=str(KODAK))
+    p.add_argument("--limit", type=int, help="first N images only (a quick look)")
+    args = p.parse_args()
+    images = load_images(args.kodak, args.limit)
+    table = TABLES[args.table](Path(args.runs), images)
+    print(f"# {args.table} on {len(images)} images of {args.kodak}")
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
