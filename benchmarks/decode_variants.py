@@ -3,8 +3,10 @@ and onnxruntime's spinning thread pools, on one Kodak image.
 
 Table 1 times h_s and g_s alone (the stages with transposed convolutions) on the
 latent of a 768x512 image, in PyTorch and in onnxruntime (graphs exported here
-with ``torch.onnx.export`` from the same weights), each as ``ConvTranspose2d`` and
-as :mod:`fastlic.model.subpixel`'s conv + pixel shuffle. Table 2 times whole
+with the TorchScript-based ``torch.onnx.export(dynamo=False)`` from the same
+weights, not with ``fastlic export``'s dynamo exporter, which always writes the
+subpixel form), each as ``ConvTranspose2d`` and as
+:mod:`fastlic.model.subpixel`'s conv + pixel shuffle. Table 2 times whole
 encodes and decodes of the image through the runtime. Medians of ``--repeat``
 runs after one warm-up; run on a quiet machine.
 

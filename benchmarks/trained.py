@@ -7,13 +7,12 @@ compressed and decompressed by the torch backend on the CPU: bpp counts the whol
 mask, and encode / decode are the median milliseconds per image over the 24 images
 (one round trip each; measure on a quiet machine).
 
-    python -m benchmarks.trained techniques [--runs runs] [--kodak DIR]
-    python -m benchmarks.trained l1
-    python -m benchmarks.trained distill
+    python -m benchmarks.trained all [--runs runs] [--kodak DIR]     # or: techniques, l1, distill
 
-The runs are those of docs/training.md ("Ablations, L1 sweep, distillation"): every
-one starts from the same trained checkpoint (runs/small_q3) and trains 2,000 steps
-(distillation: 2,500) under the same schedule, so each table compares like with like.
+The runs are those of docs/training.md ("The CPU experiments"): every one starts
+from the same trained checkpoint (runs/small_q3) and trains 2,000 steps under the
+same schedule, so each table compares like with like. A run in several tables is
+measured once.
 """
 from __future__ import annotations
 
@@ -47,7 +46,8 @@ TECHNIQUES = {
     "same family (Gaussian / Gaussian)": ["abl/samefam_q2", "abl/samefam_q4"],
     "no L1 term (weight 0)": ["abl/l1off_q2", "abl/l1off_q4"],
 }
-L1_SWEEP = {0.0: "abl/l1off_q4", 0.02: "ladder/q4", 0.06: "abl/l1_0.06_q4", 0.15: "abl/l1_0.15_q4"}
+L1_SWEEP = {(0.0, 2): "abl/l1off_q2", (0.02, 2): "ladder/q2",
+            (0.0, 4): "abl/l1off_q4", (0.02, 4): "ladder/q4"}   # (L1 weight, quality)
 DISTILL = {
     "teacher (shipped q3, 64-ch decoder)": "small_q3",
     "student (32-ch decoder), trained alone": "distill/slim_alone",
@@ -59,7 +59,17 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+_MEASURED: dict[Path, dict] = {}
+
+
 def kodak_row(run: Path, images) -> dict:
+    """kodak_row, measured once per run folder in this process."""
+    if run not in _MEASURED:
+        _MEASURED[run] = _measure(run, images)
+    return _MEASURED[run]
+
+
+def _measure(run: Path, images) -> dict:
     """Ship ``run``'s checkpoint to a temp file; mean bpp/PSNR/MS-SSIM, channels, median ms."""
     ckpt = load_checkpoint(run / "checkpoint.pt")
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,14 +111,15 @@ def techniques(runs: Path, images) -> str:
 
 
 def l1_sweep(runs: Path, images) -> str:
+    """The L1 term on and off at two λ: zero channels, rate, quality, time."""
     rows = []
-    for weight, folder in L1_SWEEP.items():
+    for (weight, quality), folder in L1_SWEEP.items():
         p = kodak_row(runs / folder, images)
-        rows.append([weight, 100 * (1 - p["coded"] / p["channels"]), p["coded"], p["bpp"],
-                     p["psnr"], p["enc_ms"], p["dec_ms"]])
-    cols = ["L1 weight", "zero channels (%)", "channels coded", "bpp", "PSNR (dB)",
+        rows.append([quality, weight, 100 * (1 - p["coded"] / p["channels"]), p["coded"],
+                     p["bpp"], p["psnr"], p["enc_ms"], p["dec_ms"]])
+    cols = ["quality", "L1 weight", "zero channels (%)", "channels coded", "bpp", "PSNR (dB)",
             "encode ms", "decode ms"]
-    return markdown_table(rows, cols, digits=[2, 1, 1, 4, 2, 0, 0])
+    return markdown_table(rows, cols, digits=[0, 2, 1, 1, 4, 2, 0, 0])
 
 
 def distill(runs: Path, images) -> str:
@@ -124,15 +135,19 @@ def distill(runs: Path, images) -> str:
 TABLES = {"techniques": techniques, "l1": l1_sweep, "distill": distill}
 
 
+def all_tables(runs: Path, images) -> str:
+    return "\n\n".join(f"## {name}\n\n{fn(runs, images)}" for name, fn in TABLES.items())
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("table", choices=sorted(TABLES))
+    p.add_argument("table", choices=sorted(TABLES) + ["all"])
     p.add_argument("--runs", default="runs", help="folder holding the run folders (default: runs)")
     p.add_argument("--kodak", default=str(KODAK))
     p.add_argument("--limit", type=int, help="first N images only (a quick look)")
     args = p.parse_args()
     images = load_images(args.kodak, args.limit)
-    table = TABLES[args.table](Path(args.runs), images)
+    table = (all_tables if args.table == "all" else TABLES[args.table])(Path(args.runs), images)
     print(f"# {args.table} on {len(images)} images of {args.kodak}")
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")

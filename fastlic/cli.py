@@ -13,6 +13,7 @@
     fastlic evaluate DIR [--model W ...] [--codecs jpeg,webp,avif,jxl] [--out REPORT]
 
 Model and engine options (compress, decompress, demo, profile, bench):
+    -q/--quality N (not decompress: it picks each file's shipped model)
     --model W.safetensors  --backend torch|onnxruntime|tensorrt  --model-dir EXPORT_DIR
     --device cpu|cuda[:N]  --dtype float32|float16  --cuda-graphs  --threads N
 With --backend onnxruntime or tensorrt and no --model-dir, the model is exported once
@@ -37,9 +38,10 @@ def _add_model_args(p: argparse.ArgumentParser, quality: bool = True) -> None:
     from .engines import BACKENDS
     g = p.add_argument_group("model and engine")
     if quality:
+        from .runtime.models import DEFAULT_QUALITY, shipped_ladder
         g.add_argument("-q", "--quality", type=int,
-                       help="rate point of the shipped ladder, 1 (smallest files) .. 4 "
-                            "(default: 3)")
+                       help=f"rate point of the shipped ladder: {', '.join(map(str, shipped_ladder()))}"
+                            f" (higher: larger files, better images; default {DEFAULT_QUALITY})")
     g.add_argument("--model", help="weights .safetensors (default: the shipped model "
                                    + ("of --quality)" if quality else "that made each file)"))
     g.add_argument("--backend", default="torch", choices=sorted(BACKENDS),
@@ -94,12 +96,8 @@ def _engine_options(args) -> dict:
 
 def _load_codec(args, weights=None):
     from .runtime.codec import Codec
-    quality = getattr(args, "quality", None)
-    if quality is not None and (args.model or args.model_dir):
-        raise UsageError("--quality picks a shipped model; do not combine it with --model "
-                         "or --model-dir")
     return Codec.load(weights or args.model, backend=args.backend, device=args.device,
-                      quality=quality, model_dir=args.model_dir,
+                      quality=getattr(args, "quality", None), model_dir=args.model_dir,
                       log=lambda line: print(line, file=sys.stderr), **_engine_options(args))
 
 

@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from fastlic.cli import main
+from fastlic.errors import UsageError
 from fastlic.evaluation.metrics import psnr
 from fastlic.model.weights import read_metadata
 from fastlic.runtime.codec import Codec
@@ -57,9 +58,10 @@ def test_unknown_quality_and_unshipped_models_are_typed_errors(tmp_path, photo, 
     assert "quality 99 is not shipped" in capsys.readouterr().err
     assert not png.with_suffix(".flic").exists()
     assert main(["compress", str(png), "-q", "1", "--model", str(shipped_tiny)]) == 2
+    assert "do not combine it with" in capsys.readouterr().err
     assert main(["compress", str(png), "--model", str(shipped_tiny)]) == 0
     out = tmp_path / "never.png"
     assert main(["decompress", str(png.with_suffix(".flic")), "-o", str(out)]) == 3
     assert "does not ship" in capsys.readouterr().err and not out.exists()
-    with pytest.raises(Exception, match="not shipped"):
+    with pytest.raises(UsageError, match="not shipped"):
         shipped_weights(99)

@@ -287,3 +287,38 @@ def test_torch_from_an_export_dir_checks_the_weights(shipped_tiny, tiny_export, 
     ship_model(tiny_model, other, name="other", quality=0)
     with pytest.raises(ModelLoadError, match="exported from another model"):
         Codec.load(other, model_dir=tiny_export)
+
+
+@pytest.mark.parametrize("options", [{"channels_last": True}, {"subpixel": False}])
+def test_torch_layout_options_decode_their_own_bitstreams_exactly(shipped_tiny, torch_codec,
+                                                                  photo, options):
+    from torch import nn
+    codec = Codec.load(shipped_tiny, **options)
+    network = codec.engines["g_s"].fn.__self__
+    if options.get("channels_last"):
+        assert network.g_s.out.weight.is_contiguous(memory_format=torch.channels_last)
+    else:
+        assert any(isinstance(m, nn.ConvTranspose2d) for m in network.modules())
+    data, recon = codec.compress(photo, return_reconstruction=True)
+    np.testing.assert_array_equal(codec.decompress(data), recon)
+    # the same function as the default engines, up to float rounding
+    assert np.abs(torch_codec.decompress(data).astype(np.int16) - recon).max() <= 1
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_onnxruntime_spinning_option_reaches_the_sessions(tiny_export, photo, spinning,
+                                                          monkeypatch):
+    import onnxruntime as ort
+    seen = []
+    real = ort.InferenceSession
+
+    def recording(path, options, **kwargs):
+        seen.append(options.get_session_config_entry("session.intra_op.allow_spinning"))
+        return real(path, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    options = {"spinning": True} if spinning else {}
+    codec = Codec.load(backend="onnxruntime", model_dir=tiny_export, threads=1, **options)
+    assert seen and set(seen) == {"1" if spinning else "0"}
+    data, recon = codec.compress(photo, return_reconstruction=True)
+    np.testing.assert_array_equal(codec.decompress(data), recon)

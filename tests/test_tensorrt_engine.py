@@ -501,7 +501,7 @@ def test_run_binds_shapes_and_addresses_and_returns_the_outputs(monkeypatch):
     engine.create_execution_context = lambda: context
     monkeypatch.setattr(tensorrt_engine, "on_device", lambda device: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(
-        cuda_stream=77))
+        synchronize=lambda: None, cuda_stream=77))
     from fastlic.engines import STAGES
     run = tensorrt_engine.TensorRTEngine(STAGES["h_a"], trt, engine, torch.device("cpu"),
                                          Profile(), "h_a.onnx")

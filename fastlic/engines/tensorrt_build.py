@@ -58,7 +58,7 @@ class Profile:
 
     def __post_init__(self):
         for field in ("min_size", "opt_size", "max_size"):
-            object.__setattr__(self, field, tuple(getattr(self, field)))
+            object.__setattr__(self, field, tuple(int(v) for v in getattr(self, field)))
         sizes = (self.min_size, self.opt_size, self.max_size)
         if any(len(s) != 2 or any(int(v) != v or v < 64 or v % 64 for v in s) for s in sizes):
             raise EngineError(f"profile sizes {sizes} must be (H, W) pairs of multiples of 64")
@@ -128,9 +128,10 @@ def engine_key(graph, trt_version: str, gpu: str, options: BuildOptions) -> str:
     """sha256 over everything the serialized engine depends on."""
     from .tensorrt_plugin import PLUGIN_ID, PLUGIN_REVISION  # noqa: PLC0415
 
+    deform = options.deform if graph.stage == "g_a" else ""   # only g_a has a DeformConv
     parts = {"graph": graph.sha256, "file": graph.file, "tensorrt": trt_version, "gpu": gpu,
-             "precision": options.precision, "deform": options.deform,
-             "plugin": f"{PLUGIN_ID}/{PLUGIN_REVISION}" if options.deform == "plugin" else "",
+             "precision": options.precision, "deform": deform,
+             "plugin": f"{PLUGIN_ID}/{PLUGIN_REVISION}" if deform == "plugin" else "",
              "profile": dataclasses.asdict(options.profile)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

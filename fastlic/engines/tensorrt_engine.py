@@ -75,6 +75,7 @@ class TensorRTEngine(Engine):
             outputs = {n: self._bind_output(n) for n in self.spec.outputs}
             if not self.context.execute_async_v3(stream.cuda_stream):
                 raise EngineError(f"TensorRT failed to run {self.file} (its log above says why)")
+            stream.synchronize()   # so that d2h below times the copies, not the network
             with sub_stage(f"{self.spec.name}.d2h"):
                 return {n: t.cpu().numpy() for n, t in outputs.items()}
 

@@ -55,6 +55,8 @@ class TorchEngine(Engine):
             result = self._call(args)
         if isinstance(result, torch.Tensor):
             result = (result,)
+        if self.copies:
+            self.synchronize()   # so that d2h below times the copies, not the network
         with self._maybe(f"{self.spec.name}.d2h"):
             return {n: t.float().cpu().numpy() for n, t in zip(self.spec.outputs, result)}
 

@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fastlic evaluate", description=__doc__.splitlines()[0])
     p.add_argument("folder", help="folder of test images (e.g. Kodak)")
     p.add_argument("--model", action="append", metavar="PATH",
-                   help="fastlic weights; repeat for a rate ladder (default: the shipped model)")
+                   help="fastlic weights; repeat for a rate ladder (default: the shipped ladder)")
     p.add_argument("--codecs", default="jpeg,webp,avif,jxl",
                    help="classical codecs, comma-separated (unavailable ones are skipped with the "
                         "reason; default: jpeg,webp,avif,jxl)")
@@ -255,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.points < 2 or args.calib < 1:
         raise UsageError("--points must be >= 2 and --calib >= 1")
-    print(evaluate(args.folder, args.model or [None], args.codecs, args.out, args.points,
+    if not args.model:
+        from ..runtime.models import shipped_ladder  # noqa: PLC0415
+        args.model = [str(p) for p in shipped_ladder().values()]
+    print(evaluate(args.folder, args.model, args.codecs, args.out, args.points,
                    args.calib, args.limit, args.backend))
     print(f"wrote {args.out}/points.csv, report.md, rd_psnr.png, rd_ms_ssim.png")
     return 0

@@ -126,7 +126,7 @@ class FastLIC(nn.Module):
 
     def anchor_params(self, hyper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pass 1: hyper -> (scale, mean) of the anchors, each (B, M, h, w)."""
-        if self.anchor_net is None:   # shared network: the anchors see an all-zero context
+        if self.anchor_net is None:   # shared network: the context of an all-zero latent
             b, _, h, w = hyper.shape
             return self.nonanchor_params(hyper, hyper.new_zeros(b, self.cfg.latent_channels, h, w))
         return self._split(self.anchor_net(hyper))

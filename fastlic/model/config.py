@@ -22,8 +22,8 @@ class ModelConfig:
     deformable: False replaces the deformable convolution of g_a's residual module
         by a plain 3x3 convolution (ablation of technique 1).
     shared_params: True uses one parameter network for both passes, the anchors
-        reading an all-zero context, as He et al.'s checkerboard model (ablation of
-        technique 2's separate networks).
+        reading the context convolution of an all-zero latent (its bias alone), like
+        He et al.'s checkerboard model (ablation of technique 2's separate networks).
     """
 
     name: str

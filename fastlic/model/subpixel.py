@@ -13,7 +13,7 @@ and the four phases interleave by ``PixelShuffle(2)``::
 The result is the same function (up to float summation order) with 36 instead of
 25 multiply-adds per input tap group, but as a dense convolution, which CPU
 libraries (oneDNN in PyTorch, MLAS in ONNX Runtime) run much faster than a
-transposed one. ``benchmarks/subpixel.py`` measures it; the runtime applies it to
+transposed one. ``benchmarks/decode_variants.py`` measures it; the runtime applies it to
 the inference copies of g_s and h_s (:func:`to_subpixel`), never to training.
 """
 from __future__ import annotations

@@ -40,12 +40,12 @@ from ..model import STRIDE
 from .bitstream import (Bitstream, ColorLayout, Header, check_model, check_reconstruction,
                         check_table_indices, pack, reconstruction_crc, table_index_crc, unpack)
 from .image import from_codable, to_codable
-from .models import (GRAPH_BACKENDS, cached_export, load_network, read_shipped,
-                     shipped_from_dir, shipped_weights)
+from .models import (DEFAULT_QUALITY, GRAPH_BACKENDS, WEIGHTS_DIR, cached_export, load_network,
+                     read_shipped, shipped_from_dir, shipped_weights)
 from .models import engine_options as engine_options_for
 from .profiling import StageTimer, activate, maybe_stage
 
-DEFAULT_WEIGHTS = shipped_weights()   # the middle of the shipped rate ladder
+DEFAULT_WEIGHTS = WEIGHTS_DIR / f"q{DEFAULT_QUALITY}.safetensors"   # the default rung
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,9 +154,10 @@ class Codec:
         model_dir: a ``fastlic export`` directory; onnxruntime and tensorrt run its graphs.
             Without it, they export ``weights`` once into ``cache_dir`` (default
             ~/.cache/fastlic) and reuse that; ``log`` gets the progress lines.
-        engine_options: torch: dtype ("float32"/"float16"), cuda_graphs, threads;
-            onnxruntime: providers, threads, verify; tensorrt: precision, deform, min_size,
-            opt_size, max_size, max_batch, verify (engines cached in ``cache_root()``).
+        engine_options: torch: dtype ("float32"/"float16"), cuda_graphs, threads, subpixel,
+            channels_last; onnxruntime: providers, threads, verify, spinning; tensorrt:
+            precision, deform, min_size, opt_size, max_size, max_batch, verify (engines
+            cached under ``cache_dir`` too).
         Identity and tables come from the weights file either way, so bitstreams are
         interchangeable between backends.
         """
@@ -171,6 +172,8 @@ class Codec:
             directory = Path(model_dir) if model_dir else cached_export(
                 weights or DEFAULT_WEIGHTS, cache_dir, log)
             shipped = shipped_from_dir(directory, weights, options.pop("verify", True))
+            if backend == "tensorrt":   # its engine cache and build progress
+                options.update(cache_dir=cache_dir, log=log)
             engines = load_engines(backend, directory, verify=False, **options)
         else:
             path = weights or DEFAULT_WEIGHTS

@@ -59,8 +59,10 @@ DISTILL_HELP = {
     "w_rec": "weight of the MSE to the teacher's reconstruction (in units of the distortion term)",
     "w_feat": "weight of the relative MSE of adapted decoder features to the teacher's",
     "w_ent": "weight of the entropy-parameter term (log-scale and mean MSE)",
-    "anchor_family": "ignored: the student takes the families of --init (or the teacher)",
-    "nonanchor_family": "ignored, as --anchor-family",
+    "anchor_family": "not allowed: the student takes the families of --init (or the teacher)",
+    "nonanchor_family": "not allowed, as --anchor-family",
+    "no_deformable": "not allowed: the student keeps the encoder of --init (or the teacher)",
+    "shared_params": "not allowed: the student keeps the entropy model of --init (or the teacher)",
     "freeze_shared": "train only the decoder (and adapters); keep the copied parts fixed",
 }
 
@@ -143,6 +145,10 @@ class DistillObjective(Objective):
 
     def config(self) -> ModelConfig:
         a, fam = self.args, (self.source or self.teacher).cfg
+        if a.no_deformable or a.shared_params or a.anchor_family or a.nonanchor_family:
+            raise ValueError("distillation keeps the architecture and families of --init (or "
+                             "the teacher) outside the decoder; drop --no-deformable, "
+                             "--shared-params and the family flags")
         cfg = get_config(a.config or DEFAULT_CONFIG[a.pass_], anchor_family=fam.anchor_family,
                          nonanchor_family=fam.nonanchor_family)
         if a.w_ent > 0 and cfg.latent_channels != self.teacher.cfg.latent_channels:
