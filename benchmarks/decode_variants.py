@@ -7,8 +7,8 @@ with the TorchScript-based ``torch.onnx.export(dynamo=False)`` from the same
 weights, not with ``fastlic export``'s dynamo exporter, which always writes the
 subpixel form), each as ``ConvTranspose2d`` and as
 :mod:`fastlic.model.subpixel`'s conv + pixel shuffle. Table 2 times whole
-encodes and decodes of the image through the runtime. Medians of ``--repeat``
-runs after one warm-up; run on a quiet machine.
+encodes and decodes of the image through the runtime, the setups taking turns.
+Medians of ``--repeat`` runs after one warm-up; run on a quiet machine.
 
     python -m benchmarks.decode_variants [IMAGE] [--model W] [--repeat 10]
 """
@@ -80,20 +80,29 @@ def stage_table(model, h: int, w: int, repeat: int) -> str:
 
 
 def runtime_table(weights: Path, image: np.ndarray, repeat: int) -> str:
+    """Whole encodes and decodes; the setups take turns in every repetition, so a slow
+    spell of the machine hits them all alike."""
     setups = {
-        "torch, transposed convs": dict(backend="torch", subpixel=False),
-        "torch, subpixel (default)": dict(backend="torch"),
-        "torch, subpixel, channels_last": dict(backend="torch", channels_last=True),
+        "torch, transposed convs": dict(backend="torch", subpixel=False, channels_last=False),
+        "torch, subpixel": dict(backend="torch", channels_last=False),
+        "torch, subpixel, channels_last (default)": dict(backend="torch"),
         "onnxruntime, spinning threads": dict(backend="onnxruntime", spinning=True),
         "onnxruntime, no spinning (default)": dict(backend="onnxruntime"),
     }
-    rows = []
-    for label, options in setups.items():
-        codec = Codec.load(weights, **options)
-        data = codec.compress(image)
-        rows.append([label, median_ms(lambda: codec.compress(image), repeat),
-                     median_ms(lambda: codec.decompress(data), repeat)])
-        del codec
+    codecs = {label: Codec.load(weights, **options) for label, options in setups.items()}
+    data = {label: codec.compress(image) for label, codec in codecs.items()}
+    times = {label: ([], []) for label in codecs}
+    for _ in range(repeat + 1):   # the first round warms up and is dropped
+        for label, codec in codecs.items():
+            t0 = time.perf_counter()
+            codec.compress(image)
+            t1 = time.perf_counter()
+            codec.decompress(data[label])
+            t2 = time.perf_counter()
+            times[label][0].append(1e3 * (t1 - t0))
+            times[label][1].append(1e3 * (t2 - t1))
+    rows = [[label, statistics.median(enc[1:]), statistics.median(dec[1:])]
+            for label, (enc, dec) in times.items()]
     return markdown_table(rows, ["runtime", "encode ms", "decode ms"], digits=[0, 1, 1])
 
 

@@ -49,7 +49,7 @@ TECHNIQUES = {
 L1_SWEEP = {(0.0, 2): "abl/l1off_q2", (0.02, 2): "ladder/q2",
             (0.0, 4): "abl/l1off_q4", (0.02, 4): "ladder/q4"}   # (L1 weight, quality)
 DISTILL = {
-    "teacher (shipped q3, 64-ch decoder)": "small_q3",
+    "teacher (the ladder's base model, 64-ch decoder)": "small_q3",
     "student (32-ch decoder), trained alone": "distill/slim_alone",
     "student (32-ch decoder), distilled": "distill/slim_distilled",
 }

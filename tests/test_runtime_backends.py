@@ -239,7 +239,7 @@ def test_torch_engine_on_cpu_runs_the_callers_model_or_a_subpixel_copy(tiny_mode
     from torch import nn
 
     from fastlic.engines import load_engines
-    engines = load_engines("torch", tiny_model, subpixel=False)
+    engines = load_engines("torch", tiny_model, subpixel=False, channels_last=False)
     assert engines["g_s"].fn.__self__ is tiny_model and not engines["g_s"].copies
     fast = load_engines("torch", tiny_model)   # the default: a converted copy
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in fast["g_s"].fn.__self__.modules())

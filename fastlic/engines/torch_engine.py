@@ -132,16 +132,20 @@ def _check_cuda(dev: torch.device) -> None:
 
 def load_engines(model, device: str = "cpu", dtype: str = "float32",
                  cuda_graphs: bool = False, threads: int = 0,
-                 subpixel: bool = True, channels_last: bool = False) -> dict[str, Engine]:
+                 subpixel: bool = True, channels_last: bool | None = None) -> dict[str, Engine]:
     """One engine per stage of ``model`` on ``device`` in ``dtype``.
 
     threads > 0 sets torch's intra-op thread count (process-wide). subpixel: run
     the transposed convolutions of h_s and g_s as conv + pixel shuffle
     (:mod:`fastlic.model.subpixel`, as the exported graphs do), on a copy of
     ``model``; without it, on the CPU in float32 the engines call ``model`` itself.
-    channels_last: run the networks on NHWC tensors (a copy of ``model`` too).
+    channels_last: run the networks on NHWC tensors (a copy of ``model`` too); None
+    (default): on the CPU, where it decodes about a quarter faster
+    (``benchmarks/decode_variants.py``), off on CUDA, where it has not been measured.
     """
     dev = check_options(device, dtype, cuda_graphs)
+    if channels_last is None:
+        channels_last = dev.type == "cpu"
     if threads > 0:
         torch.set_num_threads(threads)
     if subpixel:
