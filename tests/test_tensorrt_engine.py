@@ -611,3 +611,31 @@ def test_real_tensorrt_engines_match_torch(tiny_export, shipped_tiny, deform, tm
         for name, value in engines[stage].run(inputs).items():
             np.testing.assert_allclose(value, expected[name], rtol=1e-3, atol=1e-3,
                                        err_msg=f"{stage}:{name}")
+
+
+def test_pin_fp32_returns_the_names_it_found():
+    from fastlic.engines.tensorrt_build import pin_fp32
+
+    class Out:
+        dtype = "float16"
+
+    class Layer:
+        type = "conv"
+        num_outputs = 1
+
+        def __init__(self, name):
+            self.name, self.precision, self.types = name, None, {}
+
+        def get_output(self, j):
+            return Out()
+
+        def set_output_type(self, j, t):
+            self.types[j] = t
+
+    layers = [Layer("a"), Layer("b")]
+    network = types.SimpleNamespace(num_layers=2, get_layer=lambda i: layers[i])
+    trt = types.SimpleNamespace(float32="float32", float16="float16",
+                                LayerType=types.SimpleNamespace(CONSTANT="constant"))
+    assert pin_fp32(trt, network, {"a", "renamed_by_the_parser"}) == {"a"}
+    assert layers[0].precision == "float32" and layers[0].types == {0: "float32"}
+    assert layers[1].precision is None

@@ -8,7 +8,7 @@ named numpy outputs (the ONNX tensor names in :data:`STAGES`). Backends:
   providers when installed), see ``onnxruntime_engine.py``.
 - ``tensorrt``: TensorRT 10 engines built from a ``fastlic export`` directory (CUDA,
   FP16, cached), see ``tensorrt_engine.py``; ``tensorrt`` itself is imported only
-  inside its ``load_engines``.
+  when this backend is chosen (``import_tensorrt``).
 
 ``load_engines(backend, ...)`` imports the backend module only when asked for.
 """

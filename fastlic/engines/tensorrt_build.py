@@ -179,7 +179,8 @@ def _import_onnx(why: str):
     return onnx
 
 
-def build(trt, logger, data: bytes, graph, options: BuildOptions, fp32: set[str]) -> bytes:
+def build(trt, logger, data: bytes, graph, options: BuildOptions, fp32: set[str],
+          log=None) -> bytes:
     """Parse ``data`` (the ONNX graph ``graph`` describes) and build a serialized engine."""
     builder = trt.Builder(logger)
     network = builder.create_network(0)      # explicit batch: the only mode in TensorRT 10
@@ -192,8 +193,13 @@ def build(trt, logger, data: bytes, graph, options: BuildOptions, fp32: set[str]
     config.clear_flag(trt.BuilderFlag.TF32)       # FP32 layers compute in FP32
     if options.precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
-        if pin_fp32(trt, network, fp32):
+        pinned = pin_fp32(trt, network, fp32)
+        if pinned:
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        missed = sorted(fp32 - pinned)
+        if missed and log is not None:   # the parser named its layers otherwise: say so
+            log(f"warning: {graph.file}: no TensorRT layer named {', '.join(missed)}; "
+                "these nodes may run in FP16")
     profile = builder.create_optimization_profile()
     for t in graph.inputs:
         profile.set_shape(t.name, *options.profile.shapes(t.name, int(t.shape[1])))
@@ -205,9 +211,10 @@ def build(trt, logger, data: bytes, graph, options: BuildOptions, fp32: set[str]
     return bytes(serialized)
 
 
-def pin_fp32(trt, network, names: set[str]) -> int:
-    """FP32 precision and output types for layers named after ``names``; returns how many."""
-    pinned = 0
+def pin_fp32(trt, network, names: set[str]) -> set[str]:
+    """FP32 precision and output types for layers named after ``names``; returns the
+    names pinned (layers are matched by ONNX node name, which onnx-tensorrt keeps)."""
+    pinned = set()
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         if layer.name not in names or layer.type == trt.LayerType.CONSTANT:
@@ -216,7 +223,7 @@ def pin_fp32(trt, network, names: set[str]) -> int:
         for j in range(layer.num_outputs):
             if layer.get_output(j).dtype in (trt.float32, trt.float16):
                 layer.set_output_type(j, trt.float32)
-        pinned += 1
+        pinned.add(layer.name)
     return pinned
 
 
@@ -231,7 +238,8 @@ def load_or_build(trt, logger, directory: Path, graph, options: BuildOptions, gp
     log(f"building the TensorRT engine of {graph.file} ({options.precision}, "
         f"{options.profile.describe()}{deform}) into {path}")
     fp32 = fp32_nodes(directory, graph) if options.precision == "fp16" else set()
-    blob = build(trt, logger, onnx_bytes(directory, graph, options.deform), graph, options, fp32)
+    blob = build(trt, logger, onnx_bytes(directory, graph, options.deform), graph, options, fp32,
+                 log)
     write_atomic(path, blob)
     return blob, True
 

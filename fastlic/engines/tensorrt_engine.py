@@ -16,7 +16,9 @@ TensorRT >= 10.6; "native": the parser's DeformConv, >= 10.1; see
 (default :func:`fastlic.runtime.models.cache_root`, i.e. ~/.cache/fastlic) and
 ``verify`` (check the graph hashes of the manifest).
 
-``tensorrt`` is imported only inside :func:`load_engines`; without it the error is an
+``tensorrt`` is imported only when this backend is chosen (:func:`import_tensorrt`,
+called by :func:`load_engines` and, to fail before any export, by the runtime's
+option check); without it the error is an
 EngineError saying what to install. An execution context is not safe to share, so
 each engine runs one call at a time (a lock); the copies are timed as the
 sub-stages ``<stage>.h2d`` / ``<stage>.d2h`` like the torch engine's on CUDA.
