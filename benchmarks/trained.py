@@ -31,7 +31,7 @@ from fastlic.evaluation.bdrate import bd_rate
 from fastlic.evaluation.metrics import bpp, ms_ssim, psnr
 from fastlic.evaluation.report import markdown_table
 from fastlic.evaluation.run import load_images
-from fastlic.model.weights import load_model
+from fastlic.model import ModelConfig
 from fastlic.runtime.bitstream import unpack
 from fastlic.runtime.codec import Codec
 from fastlic.training.checkpoint import load_checkpoint, ship_checkpoint
@@ -75,7 +75,6 @@ def _measure(run: Path, images) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = ship_checkpoint(run / "checkpoint.pt", Path(tmp) / "m.safetensors", name=run.name)
         codec = Codec.load(path)
-        cfg = load_model(path)[0].cfg
         rows = []
         for name, img in images:
             t0 = time.perf_counter()
@@ -91,7 +90,7 @@ def _measure(run: Path, images) -> dict:
     return {"steps": ckpt["step"], "bpp": a[:, 0].mean(), "psnr": a[:, 1].mean(),
             "ms_ssim": a[:, 2].mean(), "coded": a[:, 3].mean(), "channels": int(a[0, 4]),
             "enc_ms": float(np.median(a[:, 5])), "dec_ms": float(np.median(a[:, 6])),
-            "dec_macs": decoder_macs_per_pixel(cfg), "cfg": cfg}
+            "dec_macs": decoder_macs_per_pixel(ModelConfig.from_json(ckpt["config"]))}
 
 
 def techniques(runs: Path, images) -> str:
