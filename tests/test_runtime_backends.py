@@ -235,14 +235,16 @@ def test_bad_engine_options_are_typed_errors(shipped_tiny, tiny_export):
             Codec.load(backend="onnxruntime", model_dir=tiny_export, device="cuda")
 
 
-def test_torch_engine_on_cpu_runs_the_callers_model_or_a_subpixel_copy(tiny_model):
+def test_torch_engine_on_cpu_runs_the_callers_model_or_an_inference_copy(tiny_model):
     from torch import nn
 
     from fastlic.engines import load_engines
-    engines = load_engines("torch", tiny_model, subpixel=False, channels_last=False)
+    engines = load_engines("torch", tiny_model, subpixel=False, packed=False,
+                           channels_last=False)
     assert engines["g_s"].fn.__self__ is tiny_model and not engines["g_s"].copies
     fast = load_engines("torch", tiny_model)   # the default: a converted copy
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in fast["g_s"].fn.__self__.modules())
+    assert type(fast["anchor"].fn.__self__).__name__ == "PackedFastLIC"
     assert any(isinstance(m, nn.ConvTranspose2d) for m in tiny_model.g_s.modules())
 
 

@@ -39,3 +39,9 @@ def test_teacher_decoder_with_residual_blocks_converts():
     y_hat = torch.randn(1, model.cfg.latent_channels, 2, 3)
     with torch.no_grad():
         torch.testing.assert_close(to_subpixel(model).synthesis(y_hat), model.synthesis(y_hat))
+
+
+def test_exported_shuffle_is_pixel_shuffle_exactly():
+    from fastlic.model.subpixel import shuffle_as_deconv
+    x = torch.randn(2, 12, 3, 5)
+    assert torch.equal(shuffle_as_deconv(x), torch.nn.functional.pixel_shuffle(x, 2))

@@ -17,6 +17,8 @@ class StageSpec:
     outputs: tuple[str, ...]
 
 
+# anchor's scale and mean are defined at anchors ((i + j) even), nonanchor's at
+# non-anchors; engines may write anything there (the shipped graphs write zeros).
 STAGES: dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("g_a", ("image",), ("y",)),                          # (B,3,H,W) -> (B,M,H/16,W/16)
     StageSpec("h_a", ("y",), ("z",)),                              # -> (B,Nh,H/64,W/64)

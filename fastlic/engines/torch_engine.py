@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import EngineError
+from ..model.packed import to_packed
 from ..model.subpixel import to_subpixel
 from ..runtime.profiling import sub_stage
 from .base import STAGES, Engine, StageSpec
@@ -132,13 +133,17 @@ def _check_cuda(dev: torch.device) -> None:
 
 def load_engines(model, device: str = "cpu", dtype: str = "float32",
                  cuda_graphs: bool = False, threads: int = 0,
-                 subpixel: bool = True, channels_last: bool | None = None) -> dict[str, Engine]:
+                 subpixel: bool = True, packed: bool = True,
+                 channels_last: bool | None = None) -> dict[str, Engine]:
     """One engine per stage of ``model`` on ``device`` in ``dtype``.
 
     threads > 0 sets torch's intra-op thread count (process-wide). subpixel: run
     the transposed convolutions of h_s and g_s as conv + pixel shuffle
     (:mod:`fastlic.model.subpixel`, as the exported graphs do), on a copy of
-    ``model``; without it, on the CPU in float32 the engines call ``model`` itself.
+    ``model``. packed: compute the checkerboard stages only at the positions they
+    serve (:mod:`fastlic.model.packed`, as the exported graphs do; their outputs are
+    zero at the other pass's positions). With neither, on the CPU in float32 the
+    engines call ``model`` itself.
     channels_last: run the networks on NHWC tensors (a copy of ``model`` too); None
     (default): on the CPU, where it decodes about a quarter faster
     (``benchmarks/decode_variants.py``), off on CUDA, where it has not been measured.
@@ -150,8 +155,10 @@ def load_engines(model, device: str = "cpu", dtype: str = "float32",
         torch.set_num_threads(threads)
     if subpixel:
         model = to_subpixel(model)
-    elif dev.type != "cpu" or dtype != "float32" or channels_last:   # leave the caller's module
-        model = copy.deepcopy(model)
+    elif packed or dev.type != "cpu" or dtype != "float32" or channels_last:
+        model = copy.deepcopy(model)   # leave the caller's module
+    if packed:
+        model = to_packed(model, inplace=True)
     model = model.to(dev, DTYPES[dtype]).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -84,9 +84,10 @@ def reference_io(model, image: np.ndarray) -> dict[str, tuple[dict, dict]]:
     y_hat = y_hat_a * am + (torch.round(y - mean_n) + mean_n) * (1 - am)
     io = {"g_a": ({"image": x}, {"y": y}), "h_a": ({"y": y}, {"z": z}),
           "h_s": ({"z_hat": z_hat}, {"hyper": hyper}),
-          "anchor": ({"hyper": hyper}, {"scale": scale_a, "mean": mean_a}),
+          # the stages' contract: zeros at the other pass's positions (model.packed)
+          "anchor": ({"hyper": hyper}, {"scale": scale_a * am, "mean": mean_a * am}),
           "nonanchor": ({"hyper": hyper, "y_hat_anchor": y_hat_a * am},
-                        {"scale": scale_n, "mean": mean_n}),
+                        {"scale": scale_n * (1 - am), "mean": mean_n * (1 - am)}),
           "g_s": ({"y_hat": y_hat}, {"image_hat": model.synthesis(y_hat)})}
     return {s: ({k: v.numpy() for k, v in i.items()}, {k: v.numpy() for k, v in o.items()})
             for s, (i, o) in io.items()}

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..engines.base import STAGES
 from ..model.deform import ModulatedDeformConv
+from ..model.packed import to_packed
 from ..model.subpixel import to_subpixel
 
 MIN_OPSET = 19
@@ -70,12 +71,13 @@ class _Stage(nn.Module):
 
 
 def _export_copy(model: nn.Module, variant: str) -> nn.Module:
-    """A float32 CPU eval copy with the transposed convolutions as conv + pixel shuffle
-    (:mod:`fastlic.model.subpixel`, as the torch engine runs them); ``deformconv``
-    swaps in :class:`DeformConvOnnx` (same weights)."""
+    """A float32 CPU eval copy in the torch engine's inference form: transposed
+    convolutions as conv + pixel shuffle (:mod:`fastlic.model.subpixel`), checkerboard
+    stages on the phase grids (:mod:`fastlic.model.packed`); ``deformconv`` swaps in
+    :class:`DeformConvOnnx` (same weights)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown g_a variant {variant!r}; choose one of {VARIANTS}")
-    clone = to_subpixel(model).float().cpu().eval()
+    clone = to_packed(to_subpixel(model), inplace=True).float().cpu().eval()
     if variant == "deformconv":
         for module in clone.modules():
             if type(module) is ModulatedDeformConv:

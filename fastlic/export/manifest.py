@@ -27,7 +27,10 @@ from pathlib import Path
 from ..engines.base import STAGES
 from ..errors import ManifestError
 
-FORMAT_VERSION = 1
+# 2: anchor.onnx and nonanchor.onnx compute only their pass's positions and write
+#    zeros at the other's (fastlic.model.packed; 1 computed every position); pixel
+#    shuffles are grouped ConvTranspose nodes instead of DepthToSpace.
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 
 

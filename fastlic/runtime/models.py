@@ -67,7 +67,7 @@ def shipped_weights_for(model_name: str, weights_hash: bytes) -> Path:
                              f"decode with --model pointing to those weights")
 
 
-OPTIONS = {"torch": {"dtype", "cuda_graphs", "threads", "subpixel", "channels_last"},
+OPTIONS = {"torch": {"dtype", "cuda_graphs", "threads", "subpixel", "packed", "channels_last"},
            "onnxruntime": {"providers", "threads", "verify", "spinning"},
            "tensorrt": {"precision", "deform", "min_size", "opt_size", "max_size", "max_batch",
                         "verify"}}
