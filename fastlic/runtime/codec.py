@@ -70,13 +70,15 @@ def _anchor_input(sym: np.ndarray, mean_a: np.ndarray, anchor: np.ndarray) -> np
     return np.where(anchor, sym + mean_a, 0).astype(np.float32)
 
 
-def _pass_elements(mask: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """(M, h, w) bool: coded channels (M,) at one pass's positions (h, w).
+def _pass_elements(mask: np.ndarray, positions: np.ndarray, grid: int) -> np.ndarray:
+    """Flat indices into an (M, h, w) array of the coded channels (mask, (M,) bool) at
+    one pass's positions (flat indices into (h, w), ascending; ``grid`` = h * w).
 
-    Flattening an array through it gives that pass's coding order: channel by
-    channel, positions in raster order, for encoder and decoder alike.
+    Taking an array's elements at them gives that pass's coding order: channel by
+    channel, positions in raster order, for encoder and decoder alike. (Index arrays,
+    not a boolean (M, h, w) mask: numpy takes and puts by index several times faster.)
     """
-    return mask[:, None, None] & positions
+    return (np.flatnonzero(mask)[:, None] * grid + positions[None, :]).ravel()
 
 
 def _z_table_index(channels: int, per_channel: int) -> np.ndarray:
@@ -101,6 +103,8 @@ class _Latent:
         self.pad_h = -(-self.height // STRIDE) * STRIDE
         self.pad_w = -(-self.width // STRIDE) * STRIDE
         self.anchor = _checkerboard(self.pad_h // 16, self.pad_w // 16)
+        self.anchor_positions = np.flatnonzero(self.anchor)       # raster order
+        self.nonanchor_positions = np.flatnonzero(~self.anchor)
         self.z_shape = (self.pad_h // 64, self.pad_w // 64)
 
 
@@ -155,7 +159,7 @@ class Codec:
             Without it, they export ``weights`` once into ``cache_dir`` (default
             ~/.cache/fastlic) and reuse that; ``log`` gets the progress lines.
         engine_options: torch: dtype ("float32"/"float16"), cuda_graphs, threads, subpixel,
-            channels_last; onnxruntime: providers, threads, verify, spinning; tensorrt:
+            packed, channels_last; onnxruntime: providers, threads, verify, spinning; tensorrt:
             precision, deform, min_size, opt_size, max_size, max_batch, verify (engines
             cached under ``cache_dir`` too).
         Identity and tables come from the weights file either way, so bitstreams are
@@ -260,10 +264,11 @@ class Codec:
         with maybe_stage(timer, "entropy_encode_z"):
             sub_z = self._encode_z(z_hat)
         with maybe_stage(timer, "entropy_encode_anchor"):
-            sub_a, crc_a = self._encode_pass(self.anchor_coder, sym, q.scale_a, q.mask, geo.anchor)
+            sub_a, crc_a = self._encode_pass(self.anchor_coder, sym, q.scale_a, q.mask,
+                                             geo.anchor_positions)
         with maybe_stage(timer, "entropy_encode_nonanchor"):
             sub_n, crc_n = self._encode_pass(self.nonanchor_coder, sym, q.scale_n, q.mask,
-                                             ~geo.anchor)
+                                             geo.nonanchor_positions)
         with maybe_stage(timer, "pack"):
             header = Header(self.info.name, self.info.weights_hash, self.info.quality, geo.height,
                             geo.width, layout, tuple(bool(b) for b in q.mask), (crc_a, crc_n),
@@ -276,9 +281,9 @@ class Codec:
 
     def _encode_pass(self, coder, sym, scale, mask, positions):
         """Code the symbols of the coded channels at ``positions``; returns (bytes, index CRC)."""
-        coded = _pass_elements(mask, positions)
-        idx = self.tables.scale_index(scale[0][coded])
-        return coder.encode(sym[coded], idx), table_index_crc(idx)
+        coded = _pass_elements(mask, positions, sym[0].size)         # sym: (M, h, w)
+        idx = self.tables.scale_index(scale[0].take(coded))
+        return coder.encode(sym.take(coded), idx), table_index_crc(idx)
 
     # ---- decoder ----------------------------------------------------------------
     def read_header(self, data: bytes) -> Bitstream:
@@ -329,12 +334,12 @@ class Codec:
         sym = np.zeros((1, self.info.latent_channels, *geo.anchor.shape), dtype=np.float32)
         scale_a, mean_a = self._params("anchor", timer, hyper=hyper)
         self._decode_pass(self.anchor_coder, bs.substreams[1], h, sym, scale_a,
-                          mask, geo.anchor, "anchor", timer)
+                          mask, geo.anchor_positions, "anchor", timer)
         with maybe_stage(timer, "dequantize_anchor"):
             y_hat_anchor = _anchor_input(sym, mean_a, geo.anchor)
         scale_n, mean_n = self._params("nonanchor", timer, hyper=hyper, y_hat_anchor=y_hat_anchor)
         self._decode_pass(self.nonanchor_coder, bs.substreams[2], h, sym, scale_n,
-                          mask, ~geo.anchor, "nonanchor", timer)
+                          mask, geo.nonanchor_positions, "nonanchor", timer)
         with maybe_stage(timer, "dequantize"):
             return _full_latent(y_hat_anchor, sym, mean_n, geo.anchor)
 
@@ -347,12 +352,12 @@ class Codec:
 
     def _decode_pass(self, coder, data, header, sym, scale, mask, positions, name, timer):
         """Decode one checkerboard pass into ``sym`` (1, M, h, w) in place."""
-        coded = _pass_elements(mask, positions)
         with maybe_stage(timer, f"table_index_{name}"):
-            idx = self.tables.scale_index(scale[0][coded])
+            coded = _pass_elements(mask, positions, sym[0, 0].size)  # sym: (1, M, h, w)
+            idx = self.tables.scale_index(scale[0].take(coded))
             check_table_indices(header, name, idx)
         with maybe_stage(timer, f"entropy_decode_{name}"):
-            sym[0][coded] = coder.decode(data, idx)
+            sym[0].put(coded, coder.decode(data, idx))
 
     def _synthesize(self, y_hat, geo: _Latent, layout, timer) -> np.ndarray:
         x_hat = self._run("g_s", timer, y_hat=y_hat)["image_hat"]
