@@ -1,5 +1,8 @@
 """CPU decode choices measured side by side: transposed convs vs conv + pixel shuffle,
-and onnxruntime's spinning thread pools, on one Kodak image.
+channels_last, checkerboard stages on the full grid vs packed
+(:mod:`fastlic.model.packed`), and onnxruntime's spinning thread pools, on one Kodak
+image. Runs with :func:`~fastlic.runtime.memory.keep_freed_memory`, as the ``fastlic``
+command does (``benchmarks.allocator`` measures that setting on its own).
 
 Table 1 times h_s and g_s alone (the stages with transposed convolutions) on the
 latent of a 768x512 image, in PyTorch and in onnxruntime (graphs exported here
@@ -32,6 +35,7 @@ from fastlic.evaluation.report import markdown_table
 from fastlic.model.subpixel import to_subpixel
 from fastlic.model.weights import load_model
 from fastlic.runtime.codec import DEFAULT_WEIGHTS, Codec
+from fastlic.runtime.memory import keep_freed_memory
 
 DEFAULT_IMAGE = KODAK / "kodim01.png"
 
@@ -85,7 +89,9 @@ def runtime_table(weights: Path, image: np.ndarray, repeat: int) -> str:
     setups = {
         "torch, transposed convs": dict(backend="torch", subpixel=False, channels_last=False),
         "torch, subpixel": dict(backend="torch", channels_last=False),
-        "torch, subpixel, channels_last (default)": dict(backend="torch"),
+        "torch, subpixel, channels_last, full-grid checkerboard stages":
+            dict(backend="torch", packed=False),
+        "torch, subpixel, channels_last, packed stages (default)": dict(backend="torch"),
         "onnxruntime, spinning threads": dict(backend="onnxruntime", spinning=True),
         "onnxruntime, no spinning (default)": dict(backend="onnxruntime"),
     }
@@ -112,6 +118,7 @@ def main() -> int:
     p.add_argument("--model", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--repeat", type=int, default=10)
     args = p.parse_args()
+    keep_freed_memory()
     image = np.asarray(Image.open(args.image).convert("RGB"))
     model = load_model(args.model)[0]
     h, w = (-(-s // 64) * 64 for s in image.shape[:2])

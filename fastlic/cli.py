@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from .errors import FastlicError, UsageError
+from .runtime.memory import keep_freed_memory
 
 
 def _add_model_args(p: argparse.ArgumentParser, quality: bool = True) -> None:
@@ -296,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fastlic: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
+    keep_freed_memory()   # decode/encode reuse their buffers (fastlic.runtime.memory)
     try:
         return COMMANDS[argv[0]](argv[1:])
     except FastlicError as exc:
