@@ -32,6 +32,7 @@ from PIL import Image
 
 from benchmarks._paths import KODAK
 from fastlic.evaluation.report import markdown_table
+from fastlic.model.packed import to_packed
 from fastlic.model.subpixel import to_subpixel
 from fastlic.model.weights import load_model
 from fastlic.runtime.codec import DEFAULT_WEIGHTS, Codec
@@ -83,6 +84,27 @@ def stage_table(model, h: int, w: int, repeat: int) -> str:
     return markdown_table(rows, cols, digits=[0, 1, 1, 1, 1])
 
 
+def mac_table(model, h: int, w: int) -> str:
+    """Multiply-adds of the checkerboard stages on the full grid and packed, counted by
+    torch's FlopCounterMode (flops / 2) on the latent of an h x w image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = model.cfg.latent_channels
+    hyper = torch.randn(1, 2 * m, h // 16, w // 16)
+    y_hat = torch.randn(1, m, h // 16, w // 16)
+    packed = to_packed(model)
+    rows = []
+    for stage, args in (("anchor", (hyper,)), ("nonanchor", (hyper, y_hat))):
+        macs = []
+        for variant in (model, packed):
+            with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+                getattr(variant, f"{stage}_params")(*args)
+            macs.append(counter.get_total_flops() / 2 / 1e6)
+        rows.append([stage, macs[0], macs[1], macs[1] / macs[0]])
+    return markdown_table(rows, ["stage", "full grid MMAC", "packed MMAC", "packed / full"],
+                          digits=[0, 1, 1, 3])
+
+
 def runtime_table(weights: Path, image: np.ndarray, repeat: int) -> str:
     """Whole encodes and decodes; the setups take turns in every repetition, so a slow
     spell of the machine hits them all alike."""
@@ -125,6 +147,8 @@ def main() -> int:
     print(f"# {Path(args.image).name} {image.shape[1]}x{image.shape[0]}, model {Path(args.model).name}, "
           f"{platform.machine()} with {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), medians of {args.repeat}\n")
+    print(mac_table(model, h, w))
+    print()
     print(stage_table(model, h, w, args.repeat))
     print()
     print(runtime_table(Path(args.model), image, args.repeat))

@@ -24,6 +24,7 @@ from fastlic.evaluation.classical import match_bpp
 from fastlic.evaluation.metrics import psnr
 from fastlic.evaluation.report import markdown_table
 from fastlic.runtime.codec import Codec
+from fastlic.runtime.memory import keep_freed_memory
 from fastlic.runtime.profiling import StageTimer
 
 from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
@@ -79,6 +80,7 @@ def main() -> int:
     if not Path(args.folder).is_dir():
         print(f"Kodak folder not found: {args.folder}", file=sys.stderr)
         return 1
+    keep_freed_memory()   # as the fastlic command does
     return run(Path(args.folder), args.model, args.repeat)
 
 

@@ -14,7 +14,9 @@ conversion and padding (encode) and its crop -> uint8 (decode).
 
 Per image, the codecs run in turn (interleaved); a warm-up run of the first
 image per codec comes first and is not counted. Reported: medians per codec, the
-speed-up ratio of medians (peer ms / fastlic ms), decoder parameter counts.
+speed-up ratio of medians (peer ms / fastlic ms), decoder parameter counts. The
+process runs with :func:`fastlic.runtime.memory.keep_freed_memory`, as the
+``fastlic`` command does; the setting is process-wide, so the peers run with it too.
 
     python -m benchmarks.peers [KODAK_DIR] [--limit 24] [--model PATH | --random-small]
 """
@@ -241,6 +243,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     from fastlic.errors import ModelLoadError
+    from fastlic.runtime.memory import keep_freed_memory
     args = parse_args(argv)
     folder = Path(args.folder)
     files = sorted(folder.glob("*.png"))[:args.limit] if folder.is_dir() else []
@@ -253,6 +256,7 @@ def main(argv=None) -> int:
         print(f"CompressAI peers unavailable, skipped: {exc}", file=sys.stderr)
         return 0
     torch.set_num_threads(args.threads)
+    keep_freed_memory()   # as the fastlic command does; process-wide, so peers get it too
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         weights = random_small_weights(Path(tmp)) if args.random_small else args.model

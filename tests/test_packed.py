@@ -56,3 +56,20 @@ def test_the_original_is_left_alone_and_the_copy_refuses_training(tiny_model):
     assert "packed_context_weight" not in packed.state_dict()   # not part of the weights
     with pytest.raises(TypeError, match="inference copy"):
         packed(torch.zeros(1, 3, 64, 64))
+
+
+def test_packed_stages_do_half_the_anchor_work_and_less_than_half_the_nonanchor_work():
+    from torch.utils.flop_counter import FlopCounterMode
+    model = FastLIC(get_config("tiny")).eval()
+    packed = to_packed(model)
+    m = model.cfg.latent_channels
+    hyper, y_hat = torch.randn(1, 2 * m, 8, 12), torch.randn(1, m, 8, 12)
+
+    def flops(fn, *args):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            fn(*args)
+        return counter.get_total_flops()
+
+    assert flops(packed.anchor_params, hyper) * 2 == flops(model.anchor_params, hyper)
+    assert flops(packed.nonanchor_params, hyper, y_hat) < 0.5 * flops(model.nonanchor_params,
+                                                                       hyper, y_hat)
