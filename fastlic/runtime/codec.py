@@ -281,7 +281,7 @@ class Codec:
 
     def _encode_pass(self, coder, sym, scale, mask, positions):
         """Code the symbols of the coded channels at ``positions``; returns (bytes, index CRC)."""
-        coded = _pass_elements(mask, positions, sym[0].size)         # sym: (M, h, w)
+        coded = _pass_elements(mask, positions, scale[0, 0].size)
         idx = self.tables.scale_index(scale[0].take(coded))
         return coder.encode(sym.take(coded), idx), table_index_crc(idx)
 
@@ -353,7 +353,7 @@ class Codec:
     def _decode_pass(self, coder, data, header, sym, scale, mask, positions, name, timer):
         """Decode one checkerboard pass into ``sym`` (1, M, h, w) in place."""
         with maybe_stage(timer, f"table_index_{name}"):
-            coded = _pass_elements(mask, positions, sym[0, 0].size)  # sym: (1, M, h, w)
+            coded = _pass_elements(mask, positions, scale[0, 0].size)
             idx = self.tables.scale_index(scale[0].take(coded))
             check_table_indices(header, name, idx)
         with maybe_stage(timer, f"entropy_decode_{name}"):
