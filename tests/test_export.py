@@ -90,6 +90,16 @@ def test_g_a_holds_one_deformconv_node_and_the_fallback_none(exported):
     assert "DeformConv" not in fallback and fallback.count("GridSample") == 9
 
 
+def test_pixel_shuffles_are_col2im_only_in_the_variant(exported):
+    out, _, _ = exported
+    for stage, default_op in (("h_s", "ConvTranspose"), ("g_s", "ConvTranspose"),
+                              ("anchor", "DepthToSpace"), ("nonanchor", "DepthToSpace")):
+        default, variant = _ops(out / f"{stage}.onnx"), _ops(out / f"{stage}_col2im.onnx")
+        assert "Col2Im" not in default
+        assert variant.count("Col2Im") == default.count(default_op) > 0
+        assert default_op not in variant
+
+
 def test_manifest_records_hashes_signatures_errors_and_engine_files(exported, tiny):
     out, manifest, lines = exported
     loaded = load_manifest(out)
@@ -97,15 +107,16 @@ def test_manifest_records_hashes_signatures_errors_and_engine_files(exported, ti
     assert manifest.opset >= 19 and manifest.model_name == "tiny"
     assert manifest.weights_sha256 == state_dict_sha256(tiny)
     assert len(manifest.photos) == 2 and manifest.versions["onnxruntime"] == ort.__version__
-    files = {f"{s}.onnx" for s in STAGES} | {"g_a_gridsample.onnx"}
+    col2im = {s: f"{s}_col2im.onnx" for s in ("h_s", "anchor", "nonanchor", "g_s")}
+    files = {f"{s}.onnx" for s in STAGES} | {"g_a_gridsample.onnx", *col2im.values()}
     assert {g.file for g in manifest.graphs} == files
     for g in manifest.graphs:
         assert set(g.errors) == set(STAGES[g.stage].outputs)
         assert g.checked_on.startswith("onnxruntime")
         assert all(e.max_abs < 1e-4 and e.max_ref > 0 for e in g.errors.values())
         assert g.inputs[0].dtype == "float32" and g.inputs[0].shape[0] == "batch"
-    assert manifest.engines["tensorrt"]["g_a"] == "g_a.onnx"
-    assert set(manifest.engines["onnxruntime"]) == set(STAGES)
+    assert manifest.engines["tensorrt"] == {s: f"{s}.onnx" for s in STAGES}
+    assert manifest.engines["onnxruntime"] == {**manifest.engines["tensorrt"], **col2im}
     for g in manifest.graphs:  # one progress line per graph, then the error table
         assert any(line.startswith(f"exported {g.file} ") for line in lines)
         assert f"\n{g.file} " in lines[-1]
@@ -115,6 +126,8 @@ def test_onnxruntime_engines_match_torch_on_two_photo_sizes(exported, tiny, phot
     out, _, _ = exported
     engines = load_engines("onnxruntime", out, threads=1)
     assert engines["g_a"].file == "g_a.onnx"  # this onnxruntime has a DeformConv kernel
+    for stage in ("h_s", "anchor", "nonanchor", "g_s"):
+        assert engines[stage].file == f"{stage}_col2im.onnx"
     assert {e.providers[0] for e in engines.values()} == {"CPUExecutionProvider"}
     sizes = set()
     for batch in photos:

@@ -41,7 +41,8 @@ def test_teacher_decoder_with_residual_blocks_converts():
         torch.testing.assert_close(to_subpixel(model).synthesis(y_hat), model.synthesis(y_hat))
 
 
-def test_exported_shuffle_is_pixel_shuffle_exactly():
-    from fastlic.model.subpixel import shuffle_as_deconv
+@pytest.mark.parametrize("kind", ["deconv", "col2im", "depth_to_space"])
+def test_exported_shuffles_are_pixel_shuffle_exactly(kind):
+    from fastlic.model.subpixel import SHUFFLES
     x = torch.randn(2, 12, 3, 5)
-    assert torch.equal(shuffle_as_deconv(x), torch.nn.functional.pixel_shuffle(x, 2))
+    assert torch.equal(SHUFFLES[kind](x), torch.nn.functional.pixel_shuffle(x, 2))

@@ -3,7 +3,9 @@
 ::
 
     FastLIC ──export_stage──▶ g_a.onnx (DeformConv), g_a_gridsample.onnx,
-                              h_a, h_s, anchor, nonanchor, g_s .onnx
+                              h_a, h_s, anchor, nonanchor, g_s .onnx,
+                              *_col2im.onnx of h_s, anchor, nonanchor, g_s
+                              (pixel shuffles as Col2Im: onnxruntime's choice)
             ──check_graphs──▶ onnxruntime CPU vs PyTorch on photos (errors per output)
             ──write_manifest─▶ manifest.json (hashes, signatures, errors, engine files)
     --fp16: ranges ──▶ *_fp16.onnx (FP16, FP32 I/O; fp16.py), fp16_ranges.json
@@ -45,13 +47,18 @@ def state_dict_sha256(model) -> str:
     return digest.hexdigest()
 
 
-def _plan(gridsample: bool) -> list[tuple[str, str, str]]:
+COL2IM_STAGES = ("h_s", "anchor", "nonanchor", "g_s")   # the stages with pixel shuffles
+
+
+def _plan(gridsample: bool, col2im: bool = True) -> list[tuple[str, str, str]]:
     """(stage, file, variant) of every graph to write."""
     from ..engines.base import STAGES  # noqa: PLC0415
 
     plan = [(s, f"{s}.onnx", "deformconv") for s in STAGES]
     if gridsample:
         plan.insert(1, ("g_a", "g_a_gridsample.onnx", "gridsample"))
+    if col2im:
+        plan += [(s, f"{s}_col2im.onnx", "col2im") for s in COL2IM_STAGES]
     return plan
 
 
@@ -68,11 +75,16 @@ def _versions() -> dict[str, str]:
 
 
 def _engine_files(plan, checks) -> dict[str, dict[str, str]]:
-    """TensorRT runs the DeformConv graphs; onnxruntime too unless its check could not
-    run g_a.onnx here, then the GridSample variant (the engine falls back at load time too)."""
+    """TensorRT runs the default graphs. onnxruntime runs the Col2Im variants where
+    written, and g_a.onnx; where its check could not run a file here, the other
+    variant (the engine falls back at load time too)."""
     deform = {s: f for s, f, v in plan if v == "deformconv"}
     ort = dict(deform)
-    if checks and not checks["g_a.onnx"].checked_on and "g_a_gridsample.onnx" in checks:
+    ran = (lambda f: f in checks and checks[f].checked_on) if checks else (lambda f: True)
+    for stage, file, variant in plan:
+        if variant == "col2im" and ran(file):
+            ort[stage] = file
+    if checks and not ran("g_a.onnx") and "g_a_gridsample.onnx" in checks:
         ort["g_a"] = "g_a_gridsample.onnx"
     return {"onnxruntime": ort, "tensorrt": dict(deform)}
 
@@ -92,7 +104,7 @@ def format_table(graphs) -> str:
 
 def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = None,
                  weights_file: str | Path | None = None, opset: int = 19,
-                 check: bool = True, gridsample: bool = True,
+                 check: bool = True, gridsample: bool = True, col2im: bool = True,
                  rtol: float = 1e-3, atol: float = 1e-4, threads: int = 0,
                  log=None, fp16: bool = False, fp16_ranges=None, fp16_images=None,
                  fp16_margin: float = 4.0) -> Manifest:
@@ -104,6 +116,8 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
         its sha256 becomes ``weights_sha256``.
     check: run each graph in onnxruntime (CPU) on photos against PyTorch.
     gridsample: also write ``g_a_gridsample.onnx`` (no DeformConv node).
+    col2im: also write ``<stage>_col2im.onnx`` of the stages with pixel shuffles
+        (onnxruntime's files; :mod:`fastlic.export.graphs`).
     log: called with one line of progress per graph, then the error table.
     fp16: also write ``<stem>_fp16.onnx`` per graph (:mod:`fastlic.export.fp16`; the
         graphs take and return float32), keeping FP32 where the activation ranges exceed
@@ -121,7 +135,7 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
         weights_sha256 = _copy_weights(Path(weights_file), out, weights_sha256)
     weights_sha256 = weights_sha256 or state_dict_sha256(model)
     model = copy.deepcopy(model).float().cpu().eval()
-    plan = _plan(gridsample)
+    plan = _plan(gridsample, col2im)
     _export_all(model, out, plan, opset, log)
     batches = photo_batches() if check else []
     checks = check_graphs(model, out, {f: s for s, f, _ in plan}, batches, rtol, atol,
@@ -130,8 +144,9 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
                              *read_signature(out / file), **_check_fields(checks.get(file)))
                    for stage, file, variant in plan)
     raise_on_mismatch(checks)
-    if fp16:
-        graphs += _export_fp16(model, out, plan, weights_sha256, fp16_ranges, fp16_images,
+    if fp16:   # for GPU engines, which run the default graphs
+        gpu_plan = [p for p in plan if p[2] != "col2im"]
+        graphs += _export_fp16(model, out, gpu_plan, weights_sha256, fp16_ranges, fp16_images,
                                fp16_margin, batches, threads, log)
     if check:
         log(format_table(graphs))
@@ -207,6 +222,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
     p.add_argument("--no-gridsample", action="store_true",
                    help="do not write g_a_gridsample.onnx (the DeformConv-free g_a)")
+    p.add_argument("--no-col2im", action="store_true",
+                   help="do not write the *_col2im.onnx graphs (onnxruntime then runs the "
+                        "default ones, written for TensorRT)")
     p.add_argument("--fp16", action="store_true",
                    help="also write FP16 graphs *_fp16.onnx (float32 inputs/outputs) and "
                         "fp16_ranges.json")
@@ -243,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         manifest = export_model(model, args.out, weights_sha256=file_hash(args.model),
                                 weights_file=args.model, opset=args.opset,
                                 check=not args.no_check,
-                                gridsample=not args.no_gridsample, rtol=args.rtol,
+                                gridsample=not args.no_gridsample,
+                                col2im=not args.no_col2im, rtol=args.rtol,
                                 atol=args.atol, log=print, fp16=args.fp16,
                                 fp16_ranges=args.fp16_ranges, fp16_images=images)
     except FastlicError as exc:

@@ -15,6 +15,13 @@ layer still runs the plain-PyTorch ``grid_sample`` code, so numerics are unchang
 ``gridsample`` (``g_a_gridsample.onnx``) traces that plain code instead (nine
 ``GridSample`` reads), for runtimes without a ``DeformConv`` kernel
 (onnxruntime before 1.25 on CPU).
+
+The pixel shuffles of h_s and g_s (:mod:`fastlic.model.subpixel`) are grouped
+one-hot ``ConvTranspose`` nodes, and those interleaving the checkerboard phases in
+anchor and nonanchor (:mod:`fastlic.model.packed`) ``DepthToSpace``, in the default
+files (TensorRT parses both); the ``col2im`` variant (``<stage>_col2im.onnx`` of
+those four stages) writes them all as ``Col2Im``, which onnxruntime's CPU provider
+runs fastest (``benchmarks/shuffle_ops.py``).
 """
 from __future__ import annotations
 
@@ -27,13 +34,13 @@ from torch import nn
 
 from ..engines.base import STAGES
 from ..model.deform import ModulatedDeformConv
-from ..model.packed import to_packed
-from ..model.subpixel import to_subpixel
+from ..model.packed import PackedFastLIC, to_packed
+from ..model.subpixel import SubPixelConvTranspose, to_subpixel
 
 MIN_OPSET = 19
 STAGE_METHODS = {"g_a": "analysis", "h_a": "hyper_analysis", "h_s": "hyper_synthesis",
                  "anchor": "anchor_params", "nonanchor": "nonanchor_params", "g_s": "synthesis"}
-VARIANTS = ("deformconv", "gridsample")
+VARIANTS = ("deformconv", "gridsample", "col2im")
 # tensor name -> downsampling factor of its spatial dims relative to the image
 SPATIAL_FACTOR = {"image": 1, "image_hat": 1, "y": 16, "y_hat": 16, "y_hat_anchor": 16,
                   "hyper": 16, "scale": 16, "mean": 16, "z": 64, "z_hat": 64}
@@ -70,18 +77,23 @@ class _Stage(nn.Module):
         return getattr(self.model, self.method)(*inputs)
 
 
-def _export_copy(model: nn.Module, variant: str) -> nn.Module:
+def _export_copy(model: nn.Module, variant: str, shuffle: str | None = None) -> nn.Module:
     """A float32 CPU eval copy in the torch engine's inference form: transposed
     convolutions as conv + pixel shuffle (:mod:`fastlic.model.subpixel`), checkerboard
-    stages on the phase grids (:mod:`fastlic.model.packed`); ``deformconv`` swaps in
-    :class:`DeformConvOnnx` (same weights)."""
+    stages on the phase grids (:mod:`fastlic.model.packed`). ``gridsample`` keeps the
+    plain-PyTorch deformable conv; the others swap in :class:`DeformConvOnnx` (same
+    weights); ``col2im`` writes the pixel shuffles as ``Col2Im``. ``shuffle`` (a key of
+    :data:`fastlic.model.subpixel.SHUFFLES`) overrides the variant's pixel-shuffle form."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown g_a variant {variant!r}; choose one of {VARIANTS}")
+        raise ValueError(f"unknown export variant {variant!r}; choose one of {VARIANTS}")
     clone = to_packed(to_subpixel(model), inplace=True).float().cpu().eval()
-    if variant == "deformconv":
-        for module in clone.modules():
-            if type(module) is ModulatedDeformConv:
-                module.__class__ = DeformConvOnnx
+    for module in clone.modules():
+        if type(module) is ModulatedDeformConv and variant != "gridsample":
+            module.__class__ = DeformConvOnnx
+        if isinstance(module, SubPixelConvTranspose):
+            module.onnx_shuffle = shuffle or ("col2im" if variant == "col2im" else "deconv")
+    if isinstance(clone, PackedFastLIC):
+        clone.onnx_shuffle = shuffle or ("col2im" if variant == "col2im" else "depth_to_space")
     return clone
 
 
@@ -121,14 +133,15 @@ def _name_dims(proto, stage: str) -> None:
 
 
 def export_stage(model: nn.Module, stage: str, path: str | Path, opset: int = MIN_OPSET,
-                 variant: str = "deformconv") -> Path:
-    """Write the ONNX graph of ``stage`` to ``path`` (one file, weights inside)."""
+                 variant: str = "deformconv", shuffle: str | None = None) -> Path:
+    """Write the ONNX graph of ``stage`` to ``path`` (one file, weights inside);
+    ``variant`` and ``shuffle``: see :func:`_export_copy`."""
     import onnx  # noqa: PLC0415 - export-only dependency
 
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old; DeformConv needs {MIN_OPSET} or newer")
     spec = STAGES[stage]
-    module = _Stage(_export_copy(model, variant), stage).eval()
+    module = _Stage(_export_copy(model, variant, shuffle), stage).eval()
     quiet = logging.getLogger("torch.onnx")
     level, quiet.level = quiet.level, logging.ERROR
     try:

@@ -9,7 +9,12 @@ Layout of a directory written by :func:`fastlic.export.export_model`::
     g_a.onnx               DeformConv variant (TensorRT, onnxruntime >= 1.25)
     g_a_gridsample.onnx    GridSample variant (onnxruntime without a DeformConv kernel)
     h_a.onnx h_s.onnx anchor.onnx nonanchor.onnx g_s.onnx
+    h_s_col2im.onnx anchor_col2im.onnx nonanchor_col2im.onnx g_s_col2im.onnx
+                           pixel shuffles as Col2Im (onnxruntime's CPU choice; the
+                           default files write them as ConvTranspose or DepthToSpace
+                           for TensorRT)
     *_fp16.onnx            with ``export --fp16``: FP16 variant of each graph above
+                           except the Col2Im ones
                            (FP32 inputs/outputs, :mod:`fastlic.export.fp16`)
     fp16_ranges.json       with ``--fp16``: the activation ranges its FP32 nodes follow
 
@@ -30,7 +35,9 @@ from ..errors import ManifestError
 # 2: anchor.onnx and nonanchor.onnx compute only their pass's positions and write
 #    zeros at the other's (fastlic.model.packed; 1 computed every position); pixel
 #    shuffles are grouped ConvTranspose nodes instead of DepthToSpace.
-FORMAT_VERSION = 2
+# 3: <stage>_col2im.onnx of h_s, anchor, nonanchor, g_s (pixel shuffles as Col2Im),
+#    onnxruntime's files.
+FORMAT_VERSION = 3
 MANIFEST_NAME = "manifest.json"
 
 

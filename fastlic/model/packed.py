@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .codec import FastLIC
+from .subpixel import SHUFFLES
 
 ANCHOR_PHASES = ((0, 0), (1, 1))
 NONANCHOR_PHASES = ((0, 1), (1, 0))
@@ -66,15 +67,17 @@ def _side_by_side(x: torch.Tensor, phases) -> torch.Tensor:
     return torch.cat([_phase(x, ry, rx) for ry, rx in phases], dim=3)
 
 
-def _scatter(packed: torch.Tensor, phases) -> torch.Tensor:
-    """Inverse of :func:`_side_by_side`, zeros at the other two phases: (B, C, h, w)."""
+def _scatter(packed: torch.Tensor, phases, shuffle=None) -> torch.Tensor:
+    """Inverse of :func:`_side_by_side`, zeros at the other two phases: (B, C, h, w).
+    ``shuffle``: the pixel shuffle to interleave the phases with (default F.pixel_shuffle)."""
     half = packed.shape[3] // 2   # slices, not chunk: chunk exports as SplitToSequence
     first, second = packed[..., :half], packed[..., half:]
     zero = torch.zeros_like(first)
     by_phase = {phases[0]: first, phases[1]: second}
     grids = [by_phase.get((ry, rx), zero) for ry in (0, 1) for rx in (0, 1)]
     # channel c * 4 + 2 r_y + r_x of pixel_shuffle's input is phase (r_y, r_x) of channel c
-    return F.pixel_shuffle(torch.stack(grids, dim=2).flatten(1, 2), 2)
+    stacked = torch.stack(grids, dim=2).flatten(1, 2)
+    return shuffle(stacked) if shuffle else F.pixel_shuffle(stacked, 2)
 
 
 class PackedFastLIC(FastLIC):
@@ -83,6 +86,8 @@ class PackedFastLIC(FastLIC):
 
     packed_context_weight: torch.Tensor   # (2C, 2M, 3, 3), from packed_context_weight()
     packed_context_bias: torch.Tensor     # (2C,)
+    #: how an ONNX export interleaves the phases, a key of fastlic.model.subpixel.SHUFFLES
+    onnx_shuffle = "depth_to_space"
 
     def anchor_params(self, hyper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = _side_by_side(hyper, ANCHOR_PHASES)
@@ -104,7 +109,8 @@ class PackedFastLIC(FastLIC):
 
     def _scattered(self, params: torch.Tensor, phases) -> tuple[torch.Tensor, torch.Tensor]:
         scale, mean = self._split(params)
-        return _scatter(scale, phases), _scatter(mean, phases)
+        shuffle = SHUFFLES[self.onnx_shuffle] if torch.onnx.is_in_onnx_export() else None
+        return _scatter(scale, phases, shuffle), _scatter(mean, phases, shuffle)
 
     def forward(self, *args, **kwargs):
         raise TypeError("a packed FastLIC is an inference copy; train the model it came from")

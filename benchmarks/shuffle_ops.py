@@ -1,0 +1,113 @@
+"""How the exported pixel shuffle is written, measured in onnxruntime on the CPU.
+
+h_s and g_s run their stride-2 transposed convolutions as conv + pixel shuffle
+(:mod:`fastlic.model.subpixel`); anchor and nonanchor interleave their two phase
+grids with one (:mod:`fastlic.model.packed`). ONNX has no pixel-shuffle op that
+every runtime runs well, so the exporter can write it three ways, all exactly
+equal: ``DepthToSpace``, a grouped one-hot ``ConvTranspose`` and ``Col2Im``. The
+default graphs (TensorRT's) use ConvTranspose in h_s and g_s and DepthToSpace in
+anchor and nonanchor; the ``*_col2im.onnx`` graphs, onnxruntime's, use Col2Im.
+This script exports the four stages of one model each way with ``fastlic
+export``'s exporter (dynamic shapes), checks each against PyTorch, and times them
+on the latent of a 768x512 image, the variants taking turns in every repetition;
+the PyTorch eager stage (the torch engine's module) is timed alongside. Medians
+after one warm-up.
+
+    python -m benchmarks.shuffle_ops [--model W] [--repeat 20] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastlic.evaluation.report import markdown_table
+from fastlic.export.graphs import STAGE_METHODS, export_stage
+from fastlic.model.packed import to_packed
+from fastlic.model.subpixel import SHUFFLES, to_subpixel
+from fastlic.model.weights import load_model
+from fastlic.runtime.codec import DEFAULT_WEIGHTS
+from fastlic.runtime.memory import keep_freed_memory
+
+KINDS = ("depth_to_space", "deconv", "col2im")
+LABELS = {"depth_to_space": "DepthToSpace", "deconv": "ConvTranspose (grouped, one-hot)",
+          "col2im": "Col2Im"}
+DEFAULT = {"h_s": "deconv", "anchor": "depth_to_space", "nonanchor": "depth_to_space",
+           "g_s": "deconv"}   # the op of each stage's default (TensorRT) graph
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    args = p.parse_args()
+    import onnxruntime as ort
+
+    keep_freed_memory()
+    model = load_model(args.model)[0]
+    fast = to_packed(to_subpixel(model), inplace=True)
+    cfg = model.cfg
+    latent = (512 // 16, 768 // 16)
+    inputs = {"h_s": {"z_hat": torch.randn(1, cfg.hyper_channels, 512 // 64, 768 // 64)},
+              "anchor": {"hyper": torch.randn(1, 2 * cfg.latent_channels, *latent)},
+              "nonanchor": {"hyper": torch.randn(1, 2 * cfg.latent_channels, *latent),
+                            "y_hat_anchor": torch.randn(1, cfg.latent_channels, *latent)},
+              "g_s": {"y_hat": torch.randn(1, cfg.latent_channels, *latent)}}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    print(f"# model {args.model.name}, {platform.machine()} with {os.cpu_count()} cores, "
+          f"onnxruntime {ort.__version__} ({args.threads} threads, no spinning), torch "
+          f"{torch.__version__} ({torch.get_num_threads()} threads), latent of 768x512, "
+          f"medians of {args.repeat}\n")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for stage, x in inputs.items():
+            method = getattr(fast, STAGE_METHODS[stage])
+            with torch.inference_mode():
+                want = method(*x.values())
+            want = want if isinstance(want, tuple) else (want,)
+            feed = {k: v.numpy() for k, v in x.items()}
+            runs = {}
+            for kind in KINDS:
+                path = export_stage(model, stage, Path(tmp) / f"{stage}_{kind}.onnx",
+                                    shuffle=kind)
+                session = ort.InferenceSession(str(path), options,
+                                               providers=["CPUExecutionProvider"])
+                got = session.run(None, feed)
+                err = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
+                if err > 1e-3:
+                    raise SystemExit(f"{stage} with {kind} differs from PyTorch by {err:.3g}")
+                runs[kind] = lambda s=session: s.run(None, feed)
+            with torch.inference_mode():
+                runs["torch"] = lambda: method(*x.values())
+                times = {k: [] for k in runs}
+                for _ in range(args.repeat + 1):
+                    for kind, fn in runs.items():
+                        t = time.perf_counter()
+                        fn()
+                        times[kind].append(1e3 * (time.perf_counter() - t))
+            med = {k: statistics.median(v[1:]) for k, v in times.items()}
+            base = med[DEFAULT[stage]]
+            for kind in KINDS:
+                default = " (default graph)" if kind == DEFAULT[stage] else ""
+                rows.append([stage, f"onnxruntime, {LABELS[kind]}{default}", med[kind],
+                             med[kind] / base])
+            rows.append([stage, "PyTorch eager (F.pixel_shuffle)", med["torch"],
+                         med["torch"] / base])
+    assert set(KINDS) <= set(SHUFFLES)
+    print(markdown_table(rows, ["stage", "pixel shuffle as", "ms", "vs default graph"],
+                         digits=[0, 0, 2, 2]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
