@@ -56,6 +56,18 @@ def _add_model_args(p: argparse.ArgumentParser, quality: bool = True) -> None:
                    help="intra-op threads (0: the backend decides)")
 
 
+def _add_timing_args(p: argparse.ArgumentParser, repeat: int, repeat_help: str,
+                     json_help: str) -> None:
+    """The options profile and bench share: repetitions and a JSON report."""
+    p.add_argument("--repeat", type=int, default=repeat, help=f"{repeat_help} (default {repeat})")
+    p.add_argument("--json", help=json_help)
+
+
+def _check_repeat(args) -> None:
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be at least 1, got {args.repeat}")
+
+
 def _outputs(inputs: list[str], output: str | None, out_dir: str | None, suffix: str,
              force: bool) -> list[Path]:
     """Output path per input; refuses to overwrite unless ``force``."""
@@ -220,8 +232,7 @@ def profile_main(argv: list[str]) -> int:
                                 description="Time every encode and decode stage of one image "
                                             "(device synchronised, warm-up dropped, medians).")
     p.add_argument("image", help="an 8-bit image")
-    p.add_argument("--repeat", type=int, default=5, help="timed runs after the warm-up (default 5)")
-    p.add_argument("--json", help="write the medians to this JSON file")
+    _add_timing_args(p, 5, "timed runs after the warm-up", "write the medians to this JSON file")
     p.add_argument("--plot", help="write a bar chart to this PNG file")
     _add_model_args(p)
     args = p.parse_args(argv)
@@ -229,8 +240,7 @@ def profile_main(argv: list[str]) -> int:
     from .runtime.image import read_image
     if not Path(args.image).is_file():
         raise UsageError(f"input not found: {args.image}")
-    if args.repeat < 1:
-        raise UsageError(f"--repeat must be at least 1, got {args.repeat}")
+    _check_repeat(args)
     image = read_image(args.image, drop_alpha=True)[0]
     codec = _load_codec(args)
     result = profile.profile_codec(codec, image, args.repeat, name=Path(args.image).name)
@@ -247,10 +257,10 @@ def bench_main(argv: list[str]) -> int:
                                 description="Encode/decode latency percentiles and throughput "
                                             "over a folder of images.")
     p.add_argument("folder", help="folder of images (PNG, JPEG, ...)")
-    p.add_argument("--repeat", type=int, default=1, help="round trips per image (default 1)")
-    p.add_argument("--json", help="write the summary to this JSON file")
+    _add_timing_args(p, 1, "round trips per image", "write the summary to this JSON file")
     _add_model_args(p)
     args = p.parse_args(argv)
+    _check_repeat(args)
     import json
     from .runtime.bench import bench, format_report, image_files
     files = image_files(args.folder)

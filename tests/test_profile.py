@@ -113,5 +113,7 @@ def test_bench_and_profile_usage_errors(shipped_tiny, tmp_path, png, capsys):
     assert main(["bench", str(tmp_path / "empty"), "--model", str(shipped_tiny)]) == 2
     assert main(["profile", str(tmp_path / "none.png"), "--model", str(shipped_tiny)]) == 2
     assert main(["profile", str(png), "--model", str(shipped_tiny), "--repeat", "0"]) == 2
+    assert main(["bench", str(tmp_path), "--model", str(shipped_tiny), "--repeat", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.count("fastlic: error:") == 4 and "Traceback" not in err
+    assert err.count("fastlic: error:") == 5 and "Traceback" not in err
+    assert err.count("--repeat must be at least 1") == 2
