@@ -261,3 +261,18 @@ def test_onnxruntime_engine_from_a_directory_needs_no_torch(exported):
             f"e = load_engines('onnxruntime', {str(exported[0])!r}, threads=1)\n"
             "print(sorted(m for m in ('torch', 'onnx', 'onnxscript') if m in sys.modules))")
     assert _fresh_python(code) == "[]"
+
+
+def test_onnxruntime_keeps_the_default_graph_where_its_col2im_variant_did_not_run():
+    from types import SimpleNamespace
+
+    from fastlic.export import _engine_files, _plan
+    plan = _plan(gridsample=True)
+    ran = {f: SimpleNamespace(checked_on="onnxruntime") for _, f, _ in plan}
+    ran["g_s_col2im.onnx"] = SimpleNamespace(checked_on="")     # e.g. no Col2Im kernel
+    files = _engine_files(plan, ran)
+    assert files["onnxruntime"]["g_s"] == "g_s.onnx"
+    assert files["onnxruntime"]["h_s"] == "h_s_col2im.onnx"
+    assert files["tensorrt"] == {s: f"{s}.onnx" for s in STAGES}
+    assert _engine_files(_plan(gridsample=False, col2im=False), {})["onnxruntime"] == \
+        files["tensorrt"]
