@@ -31,7 +31,6 @@ inputs and outputs are FP32.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -50,6 +49,7 @@ from fastlic.export.fp16 import FP16_MAX, fp16_file, write_fp16
 from fastlic.export.graphs import STAGE_METHODS
 from fastlic.export.ranges import measure_ranges
 from fastlic.model.deform import ModulatedDeformConv, deform_conv2d
+from fastlic.model.packed import to_packed
 from fastlic.model.weights import file_hash, load_model
 from fastlic.runtime.models import read_shipped, shipped_weights
 
@@ -102,8 +102,10 @@ class _Fp32(nn.Module):
 
 
 def half_model(model, fp32_nodes: bool = True):
-    """``model`` in FP16; with ``fp32_nodes``, the FP16 graphs' FP32 nodes in FP32."""
-    m = copy.deepcopy(model).half().eval()
+    """``model`` in FP16 in the torch engine's packed form (checkerboard stages write
+    zeros at the other pass's positions, as the reference does); with ``fp32_nodes``,
+    the FP16 graphs' FP32 nodes in FP32."""
+    m = to_packed(model).half().eval()
     for module in m.modules():
         if type(module) is ModulatedDeformConv:
             module.__class__ = _HalfDeform if fp32_nodes else _Fp16Coords
