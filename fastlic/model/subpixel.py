@@ -89,8 +89,8 @@ def shuffle_as_col2im(x: torch.Tensor) -> torch.Tensor:
     of the (B, 4C, h w) columns are written side by side, each value copied once.
 
     onnxruntime's CPU ``Col2Im`` is one pass over the tensor where the grouped
-    ``ConvTranspose`` is a GEMM plus a col2im; the exported g_s runs about 14 % faster
-    with it (``benchmarks/shuffle_ops.py``). Graphs for TensorRT keep
+    ``ConvTranspose`` is a GEMM plus a col2im; every exported stage with a shuffle
+    runs faster with it (``benchmarks/shuffle_ops.py``). Graphs for TensorRT keep
     :func:`shuffle_as_deconv`: its ONNX parser does not list ``Col2Im``."""
     b, c, h, w = x.shape
     return F.fold(x.flatten(2), (PHASES * h, PHASES * w), kernel_size=PHASES, stride=PHASES)
