@@ -87,13 +87,12 @@ def _export_copy(model: nn.Module, variant: str, shuffle: str | None = None) -> 
     if variant not in VARIANTS:
         raise ValueError(f"unknown export variant {variant!r}; choose one of {VARIANTS}")
     clone = to_packed(to_subpixel(model), inplace=True).float().cpu().eval()
+    shuffle = shuffle or ("col2im" if variant == "col2im" else None)   # None: class defaults
     for module in clone.modules():
         if type(module) is ModulatedDeformConv and variant != "gridsample":
             module.__class__ = DeformConvOnnx
-        if isinstance(module, SubPixelConvTranspose):
-            module.onnx_shuffle = shuffle or ("col2im" if variant == "col2im" else "deconv")
-    if isinstance(clone, PackedFastLIC):
-        clone.onnx_shuffle = shuffle or ("col2im" if variant == "col2im" else "depth_to_space")
+        if shuffle and isinstance(module, (SubPixelConvTranspose, PackedFastLIC)):
+            module.onnx_shuffle = shuffle
     return clone
 
 

@@ -67,17 +67,16 @@ def _side_by_side(x: torch.Tensor, phases) -> torch.Tensor:
     return torch.cat([_phase(x, ry, rx) for ry, rx in phases], dim=3)
 
 
-def _scatter(packed: torch.Tensor, phases, shuffle=None) -> torch.Tensor:
+def _scatter(packed: torch.Tensor, phases, shuffle) -> torch.Tensor:
     """Inverse of :func:`_side_by_side`, zeros at the other two phases: (B, C, h, w).
-    ``shuffle``: the pixel shuffle to interleave the phases with (default F.pixel_shuffle)."""
+    ``shuffle``: the pixel shuffle (a value of SHUFFLES) that interleaves the phases."""
     half = packed.shape[3] // 2   # slices, not chunk: chunk exports as SplitToSequence
     first, second = packed[..., :half], packed[..., half:]
     zero = torch.zeros_like(first)
     by_phase = {phases[0]: first, phases[1]: second}
     grids = [by_phase.get((ry, rx), zero) for ry in (0, 1) for rx in (0, 1)]
     # channel c * 4 + 2 r_y + r_x of pixel_shuffle's input is phase (r_y, r_x) of channel c
-    stacked = torch.stack(grids, dim=2).flatten(1, 2)
-    return shuffle(stacked) if shuffle else F.pixel_shuffle(stacked, 2)
+    return shuffle(torch.stack(grids, dim=2).flatten(1, 2))
 
 
 class PackedFastLIC(FastLIC):
@@ -109,7 +108,9 @@ class PackedFastLIC(FastLIC):
 
     def _scattered(self, params: torch.Tensor, phases) -> tuple[torch.Tensor, torch.Tensor]:
         scale, mean = self._split(params)
-        shuffle = SHUFFLES[self.onnx_shuffle] if torch.onnx.is_in_onnx_export() else None
+        # eager mode runs F.pixel_shuffle (the depth_to_space entry), whatever exports write
+        kind = self.onnx_shuffle if torch.onnx.is_in_onnx_export() else "depth_to_space"
+        shuffle = SHUFFLES[kind]
         return _scatter(scale, phases, shuffle), _scatter(mean, phases, shuffle)
 
     def forward(self, *args, **kwargs):

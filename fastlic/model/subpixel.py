@@ -92,7 +92,7 @@ def shuffle_as_col2im(x: torch.Tensor) -> torch.Tensor:
     ``ConvTranspose`` is a GEMM plus a col2im; every exported stage with a shuffle
     runs faster with it (``benchmarks/shuffle_ops.py``). Graphs for TensorRT keep
     :func:`shuffle_as_deconv`: its ONNX parser does not list ``Col2Im``."""
-    b, c, h, w = x.shape
+    h, w = x.shape[-2:]
     return F.fold(x.flatten(2), (PHASES * h, PHASES * w), kernel_size=PHASES, stride=PHASES)
 
 
