@@ -3,9 +3,9 @@
 Per image and direction the result is ``bit-exact`` (the decoded image equals the
 encoder's own reconstruction, bit for bit), ``BackendMismatchError`` (the header's
 table-index CRCs caught a decoder that derived other probability tables),
-``ReconstructionMismatchError`` (with ``--checksum`` only: the header's
-reconstruction CRC caught an image that differs), or the largest pixel difference
-and how many pixels differ (a silently different image; never with ``--checksum``).
+``ReconstructionMismatchError`` (the header's reconstruction CRC, fastlic's default,
+caught an image that differs), or the largest pixel difference and how many pixels
+differ (a silently different image: only with ``--no-checksum``).
 Two diagnostics say where a difference comes from:
 
 - ``|Δŷ|``: max difference between the two decoders' latents ŷ = symbol + mean (the
@@ -13,14 +13,14 @@ Two diagnostics say where a difference comes from:
 - ``g_s px``: pixels that differ when both backends' g_s synthesise the *same* ŷ
   (the synthesis network's own float noise).
 
-``--checksum`` encodes with ``compress(..., checksum=True)`` (``fastlic compress
---checksum``) and the summary counts each outcome per direction.
+``--no-checksum`` encodes with ``compress(..., checksum=False)`` (``fastlic compress
+--no-checksum``); the summary counts each outcome per direction.
 ``--quantize-means K`` simulates a proposal without changing the model: both codecs
 round every mean to a multiple of 2^-K (encoder and decoder alike) and the bpp cost
 is printed against unrounded means.
 
     python benchmarks/cross_backend.py [DIR] [--model W] [--model-dir EXPORT_DIR]
-        [--limit N] [--threads T] [--quantize-means K] [--checksum]
+        [--limit N] [--threads T] [--quantize-means K] [--no-checksum]
 
 DIR defaults to ../shared/data/kodak relative to the repository root; a missing
 folder is skipped (exit 0). Without --model-dir the export cache is used.
@@ -90,7 +90,7 @@ def _diagnostics(enc: Codec, dec: Codec, data: bytes, image: np.ndarray) -> tupl
     return dy, gs
 
 
-def cross(enc: Codec, dec: Codec, image: np.ndarray, checksum: bool = False) -> Outcome:
+def cross(enc: Codec, dec: Codec, image: np.ndarray, checksum: bool = True) -> Outcome:
     data, recon = enc.compress(image, return_reconstruction=True, checksum=checksum)
     try:
         out = dec.decompress(data)
@@ -135,7 +135,7 @@ def run(files: list[Path], args) -> int:
     plain = Codec.load(args.model, backend="torch") if args.quantize_means is not None else None
     print(f"# model {t.info.name} ({t.info.weights_hash.hex()}), {len(files)} images"
           + (f", means rounded to 2^-{args.quantize_means}" if plain else "")
-          + (", reconstruction checksum on" if args.checksum else ""))
+          + (", reconstruction checksum on" if args.checksum else ", no reconstruction checksum"))
     print(f"{'image':<14}{'torch→onnxruntime':<29}{'onnxruntime→torch':<29}"
           f"{'|Δŷ| t→o':>10}{'|Δŷ| o→t':>10}{'g_s px':>7}{'g_s px':>7}")
     results: tuple[list[Outcome], list[Outcome]] = ([], [])
@@ -146,7 +146,8 @@ def run(files: list[Path], args) -> int:
         results[0].append(a)
         results[1].append(b)
         if plain:
-            sizes = [sizes[0] + a.bytes, sizes[1] + len(plain.compress(image))]
+            plain_bytes = len(plain.compress(image, checksum=args.checksum))
+            sizes = [sizes[0] + a.bytes, sizes[1] + plain_bytes]
         print(_row(path.name, a, b), flush=True)
     n = len(files)
     exact = [sum(o.exact for o in r) for r in results]
@@ -168,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads per backend")
     p.add_argument("--quantize-means", type=int, default=None, metavar="K",
                    help="simulate means rounded to multiples of 2^-K in encoder and decoder")
-    p.add_argument("--checksum", action="store_true",
-                   help="encode with the reconstruction CRC (fastlic compress --checksum)")
+    p.add_argument("--no-checksum", dest="checksum", action="store_false",
+                   help="encode without the reconstruction CRC (fastlic compress --no-checksum)")
     args = p.parse_args(argv)
     folder = Path(args.folder)
     if not folder.is_dir():

@@ -1,7 +1,7 @@
 """The ``fastlic`` command. Each subcommand is a function ``main(argv) -> int``.
 
-    fastlic compress IMAGE... [-o OUT | --out-dir DIR] [--checksum]
-    fastlic decompress FILE.flic... [-o OUT | --out-dir DIR]
+    fastlic compress IMAGE... [-o OUT | --out-dir DIR] [--no-checksum]
+    fastlic decompress FILE.flic... [-o OUT | --out-dir DIR] [--no-verify]
     fastlic info FILE.flic...
     fastlic demo
     fastlic train DATA --out RUN
@@ -141,9 +141,11 @@ def compress_main(argv: list[str]) -> int:
     p.add_argument("--out-dir", help="folder for the outputs (default: beside each input)")
     p.add_argument("--drop-alpha", action="store_true", help="code RGB and discard transparency")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    p.add_argument("--checksum", action="store_true",
-                   help="store a CRC32 of the reconstruction (4 bytes): a decoder whose image "
-                        "differs (other backend or device) fails instead of returning it")
+    p.add_argument("--checksum", action=argparse.BooleanOptionalAction, default=True,
+                   help="store a CRC32 of the reconstruction (4 bytes; on by default): a decoder "
+                        "whose image differs (other backend or device) fails instead of "
+                        "returning it. --no-checksum skips the encoder's g_s run: faster, "
+                        "unchecked")
     _add_model_args(p)
     args = p.parse_args(argv)
     from .runtime.image import read_image, write_atomic
@@ -166,6 +168,9 @@ def decompress_main(argv: list[str]) -> int:
     p.add_argument("-o", "--output", help="output image (one input only; suffix picks the format)")
     p.add_argument("--out-dir", help="folder for the outputs (default: beside each input)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="write the image even if it differs from the encoder's reconstruction "
+                        "(decoding on another backend or device: float differences accepted)")
     _add_model_args(p, quality=False)
     args = p.parse_args(argv)
     from .runtime.image import write_image
@@ -173,7 +178,7 @@ def decompress_main(argv: list[str]) -> int:
     codec_for = _CodecPerModel(args)
     for src, dst in _progress(list(zip(args.inputs, outputs)), "decompress"):
         data = Path(src).read_bytes()
-        image = codec_for(data).decompress(data)
+        image = codec_for(data).decompress(data, verify=args.verify)
         write_image(dst, image)
         if len(outputs) == 1:
             print(f"{dst}: {image.shape[1]}x{image.shape[0]}")

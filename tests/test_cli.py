@@ -36,8 +36,8 @@ def test_compress_decompress_info(weights, png, tmp_path, capsys):
 def test_compress_checksum_and_info(weights, png, tmp_path, capsys):
     from fastlic.runtime.bitstream import peek_header
     plain, checked = tmp_path / "plain.flic", tmp_path / "checked.flic"
-    assert main(["compress", str(png), "-o", str(plain), "--model", weights]) == 0
-    assert main(["compress", str(png), "-o", str(checked), "--model", weights, "--checksum"]) == 0
+    assert main(["compress", str(png), "-o", str(plain), "--model", weights, "--no-checksum"]) == 0
+    assert main(["compress", str(png), "-o", str(checked), "--model", weights]) == 0
     crc = peek_header(checked.read_bytes()).recon_crc
     assert crc is not None and peek_header(plain.read_bytes()).recon_crc is None
     capsys.readouterr()
@@ -48,6 +48,29 @@ def test_compress_checksum_and_info(weights, png, tmp_path, capsys):
     out = tmp_path / "checked.png"
     assert main(["decompress", str(checked), "-o", str(out), "--model", weights]) == 0
     assert np.asarray(Image.open(out)).shape == np.asarray(Image.open(png)).shape
+
+
+def test_a_differing_reconstruction_fails_unless_no_verify(weights, png, tmp_path, capsys):
+    """A header CRC the decoded image does not match (as after decoding on another backend):
+    a typed error and no output; --no-verify writes the decoded image anyway."""
+    import dataclasses
+    from fastlic.errors import ReconstructionMismatchError
+    from fastlic.runtime.bitstream import pack, unpack
+    good = tmp_path / "good.flic"
+    assert main(["compress", str(png), "-o", str(good), "--model", weights]) == 0
+    bs = unpack(good.read_bytes())
+    other = dataclasses.replace(bs.header, recon_crc=bs.header.recon_crc ^ 1)
+    bad = tmp_path / "bad.flic"
+    bad.write_bytes(pack(dataclasses.replace(bs, header=other)))
+    out = tmp_path / "bad.png"
+    capsys.readouterr()
+    assert main(["decompress", str(bad), "-o", str(out), "--model", weights]) == \
+        ReconstructionMismatchError.exit_code
+    assert "--no-verify" in capsys.readouterr().err and not out.exists()
+    assert main(["decompress", str(bad), "-o", str(out), "--model", weights, "--no-verify"]) == 0
+    expected = tmp_path / "good.png"
+    assert main(["decompress", str(good), "-o", str(expected), "--model", weights]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(expected)))
 
 
 def test_shipped_fp16_model_round_trips_bit_exactly(weights, photo):

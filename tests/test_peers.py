@@ -57,7 +57,8 @@ def test_main_reports_every_codec(peers, tmp_path, capsys):
     assert peers.main([str(tmp_path), "--limit", "1", "--random-small", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "peer weights random-initialised (timing only; their bpp is meaningless)" in out
-    for name in ("| fastlic |", "| mbt2018 |", "| cheng2020-ckbd |"):
+    assert "x with the default checksum)" in out
+    for name in ("| fastlic |", "| fastlic (default) |", "| mbt2018 |", "| cheng2020-ckbd |"):
         assert name in out
 
 

@@ -347,4 +347,4 @@ def check_reconstruction(header: Header, image: np.ndarray) -> None:
         raise ReconstructionMismatchError(
             f"the decoded image differs from the encoder's reconstruction (CRC {computed:#010x}"
             f" != {header.recon_crc:#010x}); decode with the encoder's backend and device, or "
-            "re-encode without --checksum to accept float differences")
+            "pass --no-verify (verify=False) to accept float differences")

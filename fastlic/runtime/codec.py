@@ -20,9 +20,11 @@ channel mask). Each σ is mapped to a shipped probability table by
 header so a decoder that derives other indices (another backend, other float
 arithmetic) stops with ``BackendMismatchError`` instead of returning a wrong image.
 Equal indices give equal symbols, but g_s can still differ by float noise between
-backends (a few pixels one level off); ``compress(..., checksum=True)`` also stores
-the CRC32 of the encoder's own output image, and the decoder then raises
+backends (a few pixels one level off), so by default the encoder also runs g_s and
+stores the CRC32 of its own output image, and the decoder raises
 ``ReconstructionMismatchError`` rather than return an image that differs from it.
+``compress(..., checksum=False)`` skips that g_s run (faster encoding, no check);
+``decompress(..., verify=False)`` returns the image even if it differs.
 """
 from __future__ import annotations
 
@@ -207,12 +209,13 @@ class Codec:
 
     # ---- encoder ----------------------------------------------------------------
     def compress(self, image: np.ndarray, drop_alpha: bool = False, timer: StageTimer | None = None,
-                 return_reconstruction: bool = False, checksum: bool = False):
+                 return_reconstruction: bool = False, checksum: bool = True):
         """uint8 image (H, W[, 3|4]) -> .flic bytes (and the decoder's exact output if asked).
 
         checksum: run g_s on the encoder's ŷ and store the CRC32 of that output image
         in the header; a decoder whose image differs (other backend or device float
         arithmetic) then raises ReconstructionMismatchError instead of returning it.
+        False saves that g_s run (the decoder's largest stage) and the 4 bytes.
         """
         with activate(timer):
             rgb, layout = to_codable(image, drop_alpha)
@@ -303,11 +306,13 @@ class Codec:
         z = self.tables.z.pmfs.shape[0] * geo.z_shape[0] * geo.z_shape[1]
         return z + sum(h.channel_mask) * geo.anchor.size
 
-    def decompress(self, data: bytes, timer: StageTimer | None = None) -> np.ndarray:
+    def decompress(self, data: bytes, timer: StageTimer | None = None,
+                   verify: bool = True) -> np.ndarray:
         """.flic bytes -> uint8 (H, W, 3), or (H, W) for greyscale images.
 
-        If the header holds a reconstruction CRC (``compress(..., checksum=True)``), an
-        image that differs from the encoder's raises ReconstructionMismatchError.
+        If the header holds a reconstruction CRC (the default of ``compress``), an image
+        that differs from the encoder's raises ReconstructionMismatchError; with
+        ``verify=False`` it is returned anyway (float differences accepted).
         """
         with activate(timer):
             with maybe_stage(timer, "parse"):
@@ -316,7 +321,7 @@ class Codec:
             geo = _Latent(h.height, h.width)
             y_hat = self._decode_latent(bs, geo, timer)
             image = self._synthesize(y_hat, geo, h.color, timer)
-            if h.recon_crc is not None:
+            if verify and h.recon_crc is not None:
                 with maybe_stage(timer, "check_reconstruction"):
                     check_reconstruction(h, image)
             return image
