@@ -46,7 +46,8 @@ TECHNIQUES = {
     "same family (Gaussian / Gaussian)": ["abl/samefam_q2", "abl/samefam_q4"],
     "no L1 term (weight 0)": ["abl/l1off_q2", "abl/l1off_q4"],
 }
-L1_SWEEP = {(0.0, 2): "abl/l1off_q2", (0.02, 2): "ladder/q2",
+L1_SWEEP = {(0.0, 2): "abl/l1off_q2", (0.02, 2): "ladder/q2", (0.1, 2): "abl/l1x5_q2",
+            (0.5, 2): "abl/l1x25_q2",
             (0.0, 4): "abl/l1off_q4", (0.02, 4): "ladder/q4"}   # (L1 weight, quality)
 DISTILL = {
     "teacher (the ladder's base model, 64-ch decoder)": "small_q3",
@@ -87,7 +88,9 @@ def _measure(run: Path, images) -> dict:
                          sum(mask), len(mask), 1e3 * (t1 - t0), 1e3 * (t2 - t1)))
     a = np.array(rows)
     log(f"{run}: {a[:, 0].mean():.4f} bpp, {a[:, 1].mean():.2f} dB")
-    return {"steps": ckpt["step"], "bpp": a[:, 0].mean(), "psnr": a[:, 1].mean(),
+    args = ckpt.get("args", {})
+    return {"steps": ckpt["step"], "lmbda": args.get("lmbda"), "l1": args.get("l1"),
+            "bpp": a[:, 0].mean(), "psnr": a[:, 1].mean(),
             "ms_ssim": a[:, 2].mean(), "coded": a[:, 3].mean(), "channels": int(a[0, 4]),
             "enc_ms": float(np.median(a[:, 5])), "dec_ms": float(np.median(a[:, 6])),
             "dec_macs": decoder_macs_per_pixel(ModelConfig.from_json(ckpt["config"]))}
@@ -110,15 +113,20 @@ def techniques(runs: Path, images) -> str:
 
 
 def l1_sweep(runs: Path, images) -> str:
-    """The L1 term on and off at two λ: zero channels, rate, quality, time."""
+    """The L1 weight swept at quality 2 (on and off at quality 4): zero channels, rate,
+    quality, time, and the rate-distortion cost the runs minimise (bpp + λ·255²·MSE at
+    the run's own λ, MSE from the mean PSNR; lower is better) to rank single points."""
     rows = []
     for (weight, quality), folder in L1_SWEEP.items():
         p = kodak_row(runs / folder, images)
+        if abs(p["l1"] - weight) > 1e-9:
+            raise SystemExit(f"{folder} was trained with L1 weight {p['l1']}, not {weight}")
+        cost = p["bpp"] + p["lmbda"] * 255 ** 2 * 10 ** (-p["psnr"] / 10)
         rows.append([quality, weight, 100 * (1 - p["coded"] / p["channels"]), p["coded"],
-                     p["bpp"], p["psnr"], p["enc_ms"], p["dec_ms"]])
+                     p["bpp"], p["psnr"], cost, p["enc_ms"], p["dec_ms"]])
     cols = ["quality", "L1 weight", "zero channels (%)", "channels coded", "bpp", "PSNR (dB)",
-            "encode ms", "decode ms"]
-    return markdown_table(rows, cols, digits=[0, 2, 1, 1, 4, 2, 0, 0])
+            "RD cost", "encode ms", "decode ms"]
+    return markdown_table(rows, cols, digits=[0, 2, 1, 1, 4, 2, 4, 0, 0])
 
 
 def distill(runs: Path, images) -> str:

@@ -58,9 +58,12 @@ def _add_model_args(p: argparse.ArgumentParser, quality: bool = True) -> None:
 
 def _add_timing_args(p: argparse.ArgumentParser, repeat: int, repeat_help: str,
                      json_help: str) -> None:
-    """The options profile and bench share: repetitions and a JSON report."""
+    """The options profile and bench share: repetitions, a JSON report, the checksum."""
     p.add_argument("--repeat", type=int, default=repeat, help=f"{repeat_help} (default {repeat})")
     p.add_argument("--json", help=json_help)
+    p.add_argument("--no-checksum", dest="checksum", action="store_false",
+                   help="time compress --no-checksum (no reconstruction CRC: the encoder "
+                        "skips g_s)")
 
 
 def _check_repeat(args) -> None:
@@ -107,8 +110,17 @@ def _engine_options(args) -> dict:
     return options
 
 
+def _share_onnxruntime_pool(threads: int) -> None:
+    """One intra-op pool for the six stage sessions (this process is ours; see
+    fastlic.engines.onnxruntime_engine.share_thread_pool)."""
+    from .engines.onnxruntime_engine import share_thread_pool
+    share_thread_pool(threads)
+
+
 def _load_codec(args, weights=None):
     from .runtime.codec import Codec
+    if args.backend == "onnxruntime":
+        _share_onnxruntime_pool(args.threads or 0)
     return Codec.load(weights or args.model, backend=args.backend, device=args.device,
                       quality=getattr(args, "quality", None), model_dir=args.model_dir,
                       log=lambda line: print(line, file=sys.stderr), **_engine_options(args))
@@ -248,7 +260,8 @@ def profile_main(argv: list[str]) -> int:
     _check_repeat(args)
     image = read_image(args.image, drop_alpha=True)[0]
     codec = _load_codec(args)
-    result = profile.profile_codec(codec, image, args.repeat, name=Path(args.image).name)
+    result = profile.profile_codec(codec, image, args.repeat, name=Path(args.image).name,
+                                   checksum=args.checksum)
     print(profile.format_table(result))
     if args.json:
         profile.write_json(result, args.json)
@@ -270,10 +283,11 @@ def bench_main(argv: list[str]) -> int:
     from .runtime.bench import bench, format_report, image_files
     files = image_files(args.folder)
     codec = _load_codec(args)
-    enc, dec, bpp = bench(codec, files, args.repeat)
+    enc, dec, bpp = bench(codec, files, args.repeat, checksum=args.checksum)
     print(format_report(codec, len(files), args.repeat, enc, dec, bpp))
     if args.json:
-        summary = {"images": len(files), "repeat": args.repeat, "backend": codec.backend,
+        summary = {"images": len(files), "repeat": args.repeat, "checksum": args.checksum,
+                   "backend": codec.backend,
                    "device": codec.device, "mean_bpp": bpp,
                    "encode": enc.summary(), "decode": dec.summary()}
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")

@@ -12,6 +12,15 @@ torch.set_num_threads(1)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _no_process_wide_onnxruntime_pool(monkeypatch):
+    """In-process CLI runs must not create onnxruntime's process-wide pool: it would bind
+    every later session of the test process (tests/test_ort_pool.py checks the pool in
+    subprocesses)."""
+    import fastlic.cli
+    monkeypatch.setattr(fastlic.cli, "_share_onnxruntime_pool", lambda threads: None)
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     from fastlic.model import FastLIC, get_config

@@ -17,6 +17,8 @@ ENCODE = {"pad", "g_a", "h_a", "quantize_z", "h_s", "anchor", "quantize_anchor",
 DECODE = {"parse", "entropy_decode_z", "h_s", "anchor", "table_index_anchor",
           "entropy_decode_anchor", "dequantize_anchor", "nonanchor", "table_index_nonanchor",
           "entropy_decode_nonanchor", "dequantize", "g_s", "crop"}
+CHECKSUM_ENCODE = {"dequantize", "g_s", "crop", "reconstruction_crc"}   # the default
+CHECKSUM_DECODE = {"check_reconstruction"}
 
 
 @pytest.fixture()
@@ -72,7 +74,8 @@ def test_profile_prints_table_and_writes_json_and_png(backend, shipped_tiny, png
     assert "encode stage" in table and "decode stage" in table and "entropy_decode_anchor" in table
     report = json.loads(out_json.read_text())
     assert report["backend"] == backend and report["repeat"] == 2 and report["bytes"] > 0
-    for name, expected in (("encode", ENCODE), ("decode", DECODE)):
+    for name, expected in (("encode", ENCODE | CHECKSUM_ENCODE),
+                           ("decode", DECODE | CHECKSUM_DECODE)):
         stages = report[name]["stages"]
         assert set(stages) == expected
         assert all(s["median_ms"] > 0 and 0 < s["share"] < 1 for s in stages.values())
@@ -84,6 +87,9 @@ def test_profile_codec_drops_the_warm_up_run(tiny_codec, photo):
     from fastlic.runtime.profile import profile_codec
     result = profile_codec(tiny_codec, photo[:32, :32], repeat=3, name="crop")
     assert result.encode.total_ms > 0 and result.decode.stages["g_s"] > 0
+    fast = profile_codec(tiny_codec, photo[:32, :32], repeat=1, checksum=False)
+    assert set(fast.encode.stages) == ENCODE and set(fast.decode.stages) == DECODE
+    assert fast.bytes == result.bytes - 4                 # no reconstruction CRC
     with pytest.raises(ValueError, match="repeat"):
         profile_codec(tiny_codec, photo, repeat=0)
 
@@ -100,7 +106,11 @@ def test_bench_reports_percentiles_and_throughput(shipped_tiny, photo, tmp_path,
     printed = capsys.readouterr().out
     assert "p50 ms" in printed and "encode" in printed and "decode" in printed
     summary = json.loads(out.read_text())
-    assert summary["images"] == 2
+    assert summary["images"] == 2 and summary["checksum"] is True
+    fast = tmp_path / "fast.json"
+    assert main(["bench", str(folder), "--model", str(shipped_tiny), "--no-checksum",
+                 "--json", str(fast)]) == 0
+    assert json.loads(fast.read_text())["mean_bpp"] < summary["mean_bpp"]   # 4 bytes less
     for name in ("encode", "decode"):
         s = summary[name]
         assert s["calls"] == 6 and 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"]

@@ -326,3 +326,4 @@ def test_onnxruntime_spinning_option_reaches_the_sessions(tiny_export, photo, sp
     assert seen and set(seen) == {"1" if spinning else "0"}
     data, recon = codec.compress(photo, return_reconstruction=True)
     np.testing.assert_array_equal(codec.decompress(data), recon)
+

@@ -5,10 +5,19 @@ when ``onnxruntime.get_available_providers()`` lists them (onnxruntime-gpu). Eac
 stage runs the file ``manifest.engines["onnxruntime"]`` names; if a session cannot be
 built from it (e.g. no DeformConv kernel before onnxruntime 1.25), the other variant
 of that stage is used (``g_a_gridsample.onnx``). InferenceSession.run is thread-safe.
+
+Threads: each session owns an intra-op thread pool, unless :func:`share_thread_pool`
+has created onnxruntime's process-wide pool; then every session runs on that one.
+The stages run one after another, so one pool is enough, and it decodes faster than
+six pools whose idle threads sleep between operators (``benchmarks/ort_threads.py``).
+onnxruntime then refuses sessions with pools of their own anywhere in the process,
+which is why a library does not create it unasked: the ``fastlic`` command does, and
+a service that runs onnxruntime only through fastlic (or only on that pool) can.
 """
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +27,9 @@ from ..errors import EngineError
 from .base import STAGES, Engine, StageSpec
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_POOL_LOCK = threading.Lock()
+_SHARED_POOL: list[int | None] = [None]   # the process-wide pool's threads; -1: size unknown
+_POOL_REFUSAL = "use_per_session_threads must be false"   # onnxruntime's message
 
 
 class OrtEngine(Engine):
@@ -52,19 +64,61 @@ def resolve_providers(providers=None) -> list:
     return list(providers)
 
 
-def make_session(path: Path, providers: list, threads: int = 0,
-                 spinning: bool = False) -> "ort.InferenceSession":
-    """An InferenceSession on ``path``; ``threads`` intra-op threads (0: onnxruntime decides).
+def share_thread_pool(threads: int = 0) -> int:
+    """Create onnxruntime's process-wide intra-op pool with ``threads`` threads (0:
+    onnxruntime decides) and run every later session of this process on it.
 
-    spinning: let idle intra-op threads busy-wait for work (onnxruntime's default).
-    Off by default here: the six stage sessions each own a thread pool, and threads
-    spinning after one stage compete with the next stage and with the entropy coder
-    on the same cores (``benchmarks/decode_variants.py`` measures both settings).
+    Call once, early, in a process that runs onnxruntime only through fastlic (every
+    session of the process must then use the pool; fastlic's do). Returns the pool's
+    thread count: ``threads``, that of an earlier call, or -1 if something else in the
+    process created the pool first.
+    """
+    with _POOL_LOCK:
+        if _SHARED_POOL[0] is None:
+            try:
+                ort.set_global_thread_pool_sizes(threads, 1)
+            except Exception:  # noqa: BLE001 - "Global thread pools have already been created"
+                _SHARED_POOL[0] = -1
+            else:
+                _SHARED_POOL[0] = threads
+        return _SHARED_POOL[0]
+
+
+def shared_pool_threads() -> int | None:
+    """The process-wide pool's thread count (-1: unknown), or None while there is none."""
+    return _SHARED_POOL[0]
+
+
+def session_options(threads: int = 0, spinning: bool = False) -> "ort.SessionOptions":
+    """SessionOptions on the process-wide pool if it exists, else on a pool of the
+    session's own with ``threads`` intra-op threads (0: onnxruntime decides).
+
+    spinning: let that pool's idle threads busy-wait for work (onnxruntime's default).
+    Off here: the threads of one stage's pool would spin against the next stage and
+    the entropy coder on the same cores (``benchmarks/decode_variants.py``).
     """
     options = ort.SessionOptions()
+    if _SHARED_POOL[0] is not None:
+        options.use_per_session_threads = False
+        return options
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(str(path), options, providers=providers)
+    return options
+
+
+def make_session(path: Path, providers: list, threads: int = 0,
+                 spinning: bool = False) -> "ort.InferenceSession":
+    """An InferenceSession on ``path`` with :func:`session_options`; if onnxruntime
+    refuses a pool of its own because the process-wide one exists (created outside
+    fastlic), the session joins that one."""
+    try:
+        return ort.InferenceSession(str(path), session_options(threads, spinning),
+                                    providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises plain RuntimeErrors
+        if _POOL_REFUSAL not in str(exc) or _SHARED_POOL[0] is not None:
+            raise
+    share_thread_pool()   # records the foreign pool (-1)
+    return ort.InferenceSession(str(path), session_options(), providers=providers)
 
 
 def _stage_engine(directory: Path, manifest, stage: str, providers, threads,
@@ -85,8 +139,9 @@ def _stage_engine(directory: Path, manifest, stage: str, providers, threads,
 def load_engines(model, providers=None, *, threads: int = 0, verify: bool = True,
                  spinning: bool = False) -> dict[str, Engine]:
     """One engine per stage from an exported directory (or a FastLIC, exported unchecked
-    to a temporary directory first). ``verify`` checks the graph hashes; ``spinning``:
-    see :func:`make_session`."""
+    to a temporary directory first). ``verify`` checks the graph hashes; ``threads``
+    and ``spinning``: see :func:`session_options` (neither applies once
+    :func:`share_thread_pool` has run)."""
     from ..export.manifest import load_manifest  # noqa: PLC0415 - stdlib only
 
     providers = resolve_providers(providers)

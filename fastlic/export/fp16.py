@@ -277,10 +277,10 @@ def check_fp16(path: Path, stage: str, refs: list[dict], threads: int = 0):
     import onnxruntime as ort  # noqa: PLC0415
 
     from ..engines.base import STAGES  # noqa: PLC0415
+    from ..engines.onnxruntime_engine import session_options  # noqa: PLC0415
     from .check import ATOL, RTOL, _compare, _max  # noqa: PLC0415
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options = session_options(threads)   # on the process-wide pool if there is one
     options.log_severity_level = 3      # not the "cannot constant-fold FP16 Mul" warnings
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     outputs = STAGES[stage].outputs

@@ -103,6 +103,8 @@ class _Probe:
         import onnx  # noqa: PLC0415
         import onnxruntime as ort  # noqa: PLC0415 - lazy backend
 
+        from ..engines.onnxruntime_engine import session_options  # noqa: PLC0415
+
         proto = onnx.load(str(path))
         self.ops = float_tensors(proto)
         outputs = {o.name for o in proto.graph.output}
@@ -110,8 +112,7 @@ class _Probe:
             if name not in outputs and self.ops[name] != "input":
                 proto.graph.output.append(
                     onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options = session_options(threads)   # on the process-wide pool if there is one
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self.session = ort.InferenceSession(proto.SerializeToString(), options,
                                             providers=["CPUExecutionProvider"])

@@ -44,16 +44,17 @@ def image_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def _timed(codec, fn, *args):
+def _timed(codec, fn, *args, **kwargs):
     codec.synchronize()
     start = time.perf_counter()
-    out = fn(*args)
+    out = fn(*args, **kwargs)
     codec.synchronize()
     return out, time.perf_counter() - start
 
 
-def bench(codec, files: list[Path], repeat: int = 1, progress: bool = True):
-    """(encode Latency, decode Latency, mean bpp) over ``files``."""
+def bench(codec, files: list[Path], repeat: int = 1, progress: bool = True,
+          checksum: bool = True):
+    """(encode Latency, decode Latency, mean bpp) over ``files``; compress with ``checksum``."""
     from tqdm import tqdm  # noqa: PLC0415
 
     from .image import read_image  # noqa: PLC0415
@@ -67,7 +68,7 @@ def bench(codec, files: list[Path], repeat: int = 1, progress: bool = True):
         if i == 0:   # warm-up: lazy initialisation, allocator, autotuning
             codec.decompress(codec.compress(image))
         for _ in range(repeat):
-            data, t_enc = _timed(codec, codec.compress, image)
+            data, t_enc = _timed(codec, codec.compress, image, checksum=checksum)
             _, t_dec = _timed(codec, codec.decompress, data)
             enc.append(t_enc)
             dec.append(t_dec)

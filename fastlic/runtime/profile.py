@@ -68,14 +68,16 @@ def _pass(timer: StageTimer) -> PassProfile:
     return PassProfile(medians, total)
 
 
-def profile_codec(codec, image: np.ndarray, repeat: int = 5, name: str = "") -> Profile:
-    """Compress and decompress ``image`` ``repeat`` + 1 times; the first run is dropped."""
+def profile_codec(codec, image: np.ndarray, repeat: int = 5, name: str = "",
+                  checksum: bool = True) -> Profile:
+    """Compress (with ``checksum``) and decompress ``image`` ``repeat`` + 1 times; the
+    first run is dropped."""
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, got {repeat}")
     enc, dec = StageTimer(codec.synchronize), StageTimer(codec.synchronize)
     for _ in range(repeat + 1):
         with enc.stage(TOTAL):
-            data = codec.compress(image, timer=enc)
+            data = codec.compress(image, timer=enc, checksum=checksum)
         with dec.stage(TOTAL):
             codec.decompress(data, timer=dec)
     return Profile(name, image.shape[1], image.shape[0], codec.backend, codec.device, repeat,

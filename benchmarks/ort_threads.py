@@ -1,0 +1,109 @@
+"""onnxruntime's thread pools against torch: whole encodes and decodes of one Kodak
+image, each setup in processes of its own.
+
+onnxruntime's process-wide pool (:func:`fastlic.engines.onnxruntime_engine.share_thread_pool`,
+what the ``fastlic`` command uses) binds every session of a process once it exists,
+so it cannot take turns with the per-session pools in one process as
+``benchmarks/decode_variants.py``'s setups do. Here every setup runs in a fresh
+process per round, the setups alternating round by round (torch, a pool per stage,
+one shared pool, torch, ...); each process loads the codec, runs one warm-up round
+trip and times ``--repeat`` more. Reported: the median over all timed runs of each
+setup and its ratio to torch's. Encodes are the default ``compress`` (with the
+reconstruction checksum); both processes run ``keep_freed_memory()`` as the
+``fastlic`` command does.
+
+    python -m benchmarks.ort_threads [IMAGE] [--model W] [--rounds 3] [--repeat 10] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks._paths import KODAK, REPO
+
+SETUPS = {
+    "torch": "torch (default engines)",
+    "ort-own": "onnxruntime, a pool per stage (library default)",
+    "ort-shared": "onnxruntime, one shared pool (share_thread_pool; the fastlic command)",
+}
+
+
+def one(setup: str, image_path: str, model: str | None, repeat: int, threads: int) -> dict:
+    """Time ``repeat`` encodes and decodes in this process -> {"encode": [ms], "decode": [ms]}."""
+    import numpy as np
+    from PIL import Image
+
+    from fastlic.runtime.codec import Codec
+    from fastlic.runtime.memory import keep_freed_memory
+    keep_freed_memory()
+    if setup == "ort-shared":
+        from fastlic.engines.onnxruntime_engine import share_thread_pool
+        share_thread_pool(threads)
+    backend = "torch" if setup == "torch" else "onnxruntime"
+    codec = Codec.load(model, backend=backend, threads=threads)
+    image = np.asarray(Image.open(image_path).convert("RGB"))
+    codec.decompress(codec.compress(image))               # warm-up
+    times: dict[str, list[float]] = {"encode": [], "decode": []}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        data = codec.compress(image)
+        t1 = time.perf_counter()
+        codec.decompress(data)
+        t2 = time.perf_counter()
+        times["encode"].append(1e3 * (t1 - t0))
+        times["decode"].append(1e3 * (t2 - t1))
+    return times
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("image", nargs="?", default=str(KODAK / "kodim01.png"))
+    p.add_argument("--model", help="weights .safetensors (default: the shipped quality 3)")
+    p.add_argument("--rounds", type=int, default=3, help="processes per setup (default 3)")
+    p.add_argument("--repeat", type=int, default=10, help="timed round trips per process")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads, every setup")
+    p.add_argument("--one", choices=sorted(SETUPS), help=argparse.SUPPRESS)   # a child process
+    args = p.parse_args(argv)
+    if not Path(args.image).is_file():
+        print(f"skipped: image not found: {args.image}", file=sys.stderr)
+        return 0
+    if args.one:
+        print(json.dumps(one(args.one, args.image, args.model, args.repeat, args.threads)))
+        return 0
+    runs: dict[str, dict[str, list[float]]] = {s: {"encode": [], "decode": []} for s in SETUPS}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    for r in range(args.rounds):
+        for setup in SETUPS:
+            cmd = [sys.executable, "-m", "benchmarks.ort_threads", args.image, "--one", setup,
+                   "--repeat", str(args.repeat), "--threads", str(args.threads)]
+            cmd += ["--model", args.model] if args.model else []
+            out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+            if out.returncode:
+                print(out.stderr, file=sys.stderr)
+                return out.returncode
+            times = json.loads(out.stdout.strip().splitlines()[-1])
+            for k in runs[setup]:
+                runs[setup][k] += times[k]
+            print(f"  round {r + 1}/{args.rounds} {setup}: decode median "
+                  f"{statistics.median(times['decode']):.1f} ms", file=sys.stderr, flush=True)
+    from fastlic.evaluation.report import markdown_table
+    med = {s: {k: statistics.median(v) for k, v in t.items()} for s, t in runs.items()}
+    rows = [[SETUPS[s], m["encode"], m["decode"], m["decode"] / med["torch"]["decode"]]
+            for s, m in med.items()]
+    print(f"# {Path(args.image).name}, model {args.model or 'shipped q3'}, {args.threads} threads, "
+          f"{args.rounds} processes x {args.repeat} timed round trips per setup, "
+          f"{platform.machine()} with {os.cpu_count()} cores\n")
+    print(markdown_table(rows, ["setup", "encode ms", "decode ms", "decode / torch's"],
+                         digits=[0, 1, 1, 3]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
