@@ -39,7 +39,6 @@ import numpy as np
 import torch
 from PIL import Image
 import torch.nn.functional as F
-from torch import nn
 
 from fastlic.engines.base import STAGES
 from fastlic.evaluation.metrics import psnr
@@ -48,8 +47,9 @@ from fastlic.export.check import _padded, reference_io
 from fastlic.export.fp16 import FP16_MAX, fp16_file, write_fp16
 from fastlic.export.graphs import STAGE_METHODS
 from fastlic.export.ranges import measure_ranges
-from fastlic.model.deform import ModulatedDeformConv, deform_conv2d
+from fastlic.model.deform import ModulatedDeformConv
 from fastlic.model.packed import to_packed
+from fastlic.model.precision import to_half
 from fastlic.model.weights import file_hash, load_model
 from fastlic.runtime.models import read_shipped, shipped_weights
 
@@ -60,15 +60,6 @@ FILES = {"g_a.onnx": "g_a", "g_a_gridsample.onnx": "g_a", "h_a.onnx": "h_a", "h_
 
 
 # ---- PyTorch FP16 with the FP32 nodes of the FP16 graphs ----------------------------
-class _HalfDeform(ModulatedDeformConv):
-    """Offsets and mask in FP16, sampling and its convolution in FP32 (as the graph)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        offset, mask = self.offsets_and_mask(x)
-        return deform_conv2d(x.float(), offset.float(), mask.float(), self.weight.float(),
-                             self.bias.float()).to(x.dtype)
-
-
 class _Fp16Coords(ModulatedDeformConv):
     """All FP16, sampling positions included; only the bilinear read of the FP16 values at
     the FP16 positions runs in FP32, as GPU kernels do (torch's CPU grid_sample in FP16
@@ -90,28 +81,16 @@ class _Fp16Coords(ModulatedDeformConv):
         return out
 
 
-class _Fp32(nn.Module):
-    """Runs ``inner`` in FP32 on an FP16 input and returns FP32."""
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner.float()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.float())
-
-
 def half_model(model, fp32_nodes: bool = True):
     """``model`` in FP16 in the torch engine's packed form (checkerboard stages write
     zeros at the other pass's positions, as the reference does); with ``fp32_nodes``,
-    the FP16 graphs' FP32 nodes in FP32."""
-    m = to_packed(model).half().eval()
-    for module in m.modules():
-        if type(module) is ModulatedDeformConv:
-            module.__class__ = _HalfDeform if fp32_nodes else _Fp16Coords
-    if fp32_nodes:
-        m.anchor_net[-1] = _Fp32(m.anchor_net[-1])
-        m.nonanchor_net[-1] = _Fp32(m.nonanchor_net[-1])
+    the FP16 graphs' FP32 nodes in FP32 (:func:`fastlic.model.precision.to_half`, as the
+    torch engine's float16), else everything in FP16, sampling positions included."""
+    m = to_half(to_packed(model).eval(), fp32_layers=fp32_nodes)
+    if not fp32_nodes:
+        for module in m.modules():
+            if type(module) is ModulatedDeformConv:
+                module.__class__ = _Fp16Coords
     return m
 
 

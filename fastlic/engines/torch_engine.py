@@ -1,7 +1,8 @@
 """PyTorch backend: each stage calls the matching FastLIC method under inference_mode.
 
 Options: ``device`` ("cpu", "cuda", "cuda:N"), ``dtype`` ("float32", or "float16" on
-CUDA: the networks run in half precision, inputs and outputs stay float32 numpy),
+CUDA: the networks run in half precision except the layers the FP16 graphs keep in
+FP32, :mod:`fastlic.model.precision`; inputs and outputs stay float32 numpy),
 ``cuda_graphs`` (capture one CUDA graph per stage and input shape, replayed on later
 calls; CUDA only). On CUDA each engine times its copies as the sub-stages
 ``<stage>.h2d`` and ``<stage>.d2h`` of the active profiling timer.
@@ -20,6 +21,7 @@ import torch
 
 from ..errors import EngineError
 from ..model.packed import to_packed
+from ..model.precision import to_half
 from ..model.subpixel import to_subpixel
 from ..runtime.profiling import sub_stage
 from .base import STAGES, Engine, StageSpec
@@ -159,7 +161,9 @@ def load_engines(model, device: str = "cpu", dtype: str = "float32",
         model = copy.deepcopy(model)   # leave the caller's module
     if packed:
         model = to_packed(model, inplace=True)
-    model = model.to(dev, DTYPES[dtype]).eval()
+    model = model.to(dev).eval()
+    if dtype == "float16":    # with the FP32 layers of the FP16 graphs
+        model = to_half(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     cls = GraphedTorchEngine if cuda_graphs else TorchEngine
