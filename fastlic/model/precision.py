@@ -3,9 +3,9 @@
 Two places need FP32 for the same reasons as in the graphs:
 
 - the deformable convolution's bilinear sampling (and the convolution of the sampled
-  values): FP16 sampling positions lose sub-pixel precision as images grow (on
-  kodim01 they raise g_a's largest error from 0.009 to 0.084; ``benchmarks/fp16.py``
-  part 3b). Offsets and masks are still predicted in FP16;
+  values): FP16 sampling positions lose sub-pixel precision as images grow
+  (``benchmarks/fp16.py`` part 3b measures g_a's error both ways at three sizes).
+  Offsets and masks are still predicted in FP16;
 - the last convolution of each entropy parameter network and what follows it
   (scale and mean): the scales pick the probability tables, so the encoder and the
   decoder should derive them as precisely as they can.
