@@ -52,14 +52,12 @@ def median_ms(fn, repeat: int) -> float:
 
 
 def ort_session(module: torch.nn.Module, example: torch.Tensor, path: Path):
-    import onnxruntime as ort
+    from fastlic.engines.onnxruntime_engine import make_session
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), str(path), opset_version=19, dynamo=False,
                           input_names=["x"], output_names=["out"])
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return make_session(path, ["CPUExecutionProvider"])
 
 
 def stage_table(model, h: int, w: int, repeat: int) -> str:

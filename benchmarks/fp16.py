@@ -107,15 +107,13 @@ def torch_runner(model, dtype):
 
 
 def ort_runner(directory: Path, threads: int):
-    import onnxruntime as ort
+    from fastlic.engines.onnxruntime_engine import make_session
 
     sessions = {}
     for file, stage in FILES.items():
         if file != "g_a_gridsample.onnx":
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.log_severity_level = threads, 3
-            sessions[stage] = ort.InferenceSession(str(directory / fp16_file(file)), options,
-                                                   providers=["CPUExecutionProvider"])
+            sessions[stage] = make_session(directory / fp16_file(file), ["CPUExecutionProvider"],
+                                           threads, log_severity_level=3)
 
     def run(stage: str, **inputs) -> dict[str, np.ndarray]:
         names = list(STAGES[stage].outputs)

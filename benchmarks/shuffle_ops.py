@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastlic.engines.onnxruntime_engine import make_session
 from fastlic.evaluation.report import markdown_table
 from fastlic.export.graphs import STAGE_METHODS, export_stage
 from fastlic.model.packed import PackedFastLIC, to_packed
@@ -62,9 +63,6 @@ def main() -> int:
               "nonanchor": {"hyper": torch.randn(1, 2 * cfg.latent_channels, *latent),
                             "y_hat_anchor": torch.randn(1, cfg.latent_channels, *latent)},
               "g_s": {"y_hat": torch.randn(1, cfg.latent_channels, *latent)}}
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     print(f"# model {args.model.name}, {platform.machine()} with {os.cpu_count()} cores, "
           f"onnxruntime {ort.__version__} ({args.threads} threads, no spinning), torch "
           f"{torch.__version__} ({torch.get_num_threads()} threads), latent of 768x512, "
@@ -81,8 +79,7 @@ def main() -> int:
             for kind in KINDS:
                 path = export_stage(model, stage, Path(tmp) / f"{stage}_{kind}.onnx",
                                     shuffle=kind)
-                session = ort.InferenceSession(str(path), options,
-                                               providers=["CPUExecutionProvider"])
+                session = make_session(path, ["CPUExecutionProvider"], args.threads)
                 got = session.run(None, feed)
                 err = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
                 if err > 1e-3:

@@ -106,19 +106,27 @@ def session_options(threads: int = 0, spinning: bool = False) -> "ort.SessionOpt
     return options
 
 
-def make_session(path: Path, providers: list, threads: int = 0,
-                 spinning: bool = False) -> "ort.InferenceSession":
-    """An InferenceSession on ``path`` with :func:`session_options`; if onnxruntime
-    refuses a pool of its own because the process-wide one exists (created outside
-    fastlic), the session joins that one."""
+def make_session(model: Path | bytes, providers: list, threads: int = 0,
+                 spinning: bool = False, **settings) -> "ort.InferenceSession":
+    """An InferenceSession on ``model`` (a file, or a serialised ModelProto) with
+    :func:`session_options` plus ``settings`` (further SessionOptions attributes, e.g.
+    ``graph_optimization_level``). If onnxruntime refuses a pool of its own because a
+    process-wide one exists (created outside fastlic), the session joins that one."""
+    source = model if isinstance(model, bytes) else str(model)
+
+    def build() -> "ort.InferenceSession":
+        options = session_options(threads, spinning)
+        for name, value in settings.items():
+            setattr(options, name, value)
+        return ort.InferenceSession(source, options, providers=providers)
+
     try:
-        return ort.InferenceSession(str(path), session_options(threads, spinning),
-                                    providers=providers)
+        return build()
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises plain RuntimeErrors
         if _POOL_REFUSAL not in str(exc) or _SHARED_POOL[0] is not None:
             raise
-    share_thread_pool()   # records the foreign pool (-1)
-    return ort.InferenceSession(str(path), session_options(), providers=providers)
+    share_thread_pool()   # records the foreign pool (-1); build() then joins it
+    return build()
 
 
 def _stage_engine(directory: Path, manifest, stage: str, providers, threads,

@@ -277,12 +277,11 @@ def check_fp16(path: Path, stage: str, refs: list[dict], threads: int = 0):
     import onnxruntime as ort  # noqa: PLC0415
 
     from ..engines.base import STAGES  # noqa: PLC0415
-    from ..engines.onnxruntime_engine import session_options  # noqa: PLC0415
+    from ..engines.onnxruntime_engine import make_session  # noqa: PLC0415
     from .check import ATOL, RTOL, _compare, _max  # noqa: PLC0415
 
-    options = session_options(threads)   # on the process-wide pool if there is one
-    options.log_severity_level = 3      # not the "cannot constant-fold FP16 Mul" warnings
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # log_severity_level 3: not the "cannot constant-fold FP16 Mul" warnings
+    session = make_session(path, ["CPUExecutionProvider"], threads, log_severity_level=3)
     outputs = STAGES[stage].outputs
     worst, problems = {}, []
     for ref in refs:

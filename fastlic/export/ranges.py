@@ -103,7 +103,7 @@ class _Probe:
         import onnx  # noqa: PLC0415
         import onnxruntime as ort  # noqa: PLC0415 - lazy backend
 
-        from ..engines.onnxruntime_engine import session_options  # noqa: PLC0415
+        from ..engines.onnxruntime_engine import make_session  # noqa: PLC0415
 
         proto = onnx.load(str(path))
         self.ops = float_tensors(proto)
@@ -112,10 +112,9 @@ class _Probe:
             if name not in outputs and self.ops[name] != "input":
                 proto.graph.output.append(
                     onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-        options = session_options(threads)   # on the process-wide pool if there is one
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.session = ort.InferenceSession(proto.SerializeToString(), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = make_session(
+            proto.SerializeToString(), ["CPUExecutionProvider"], threads,
+            graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         self.names = [o.name for o in self.session.get_outputs()]
         self.max = dict.fromkeys(self.ops, 0.0)
         self.min = dict.fromkeys(self.ops, float("inf"))
