@@ -8,7 +8,7 @@ so it cannot take turns with the per-session pools in one process as
 process per round, the setups alternating round by round (torch, a pool per stage,
 one shared pool, torch, ...); each process loads the codec, runs one warm-up round
 trip and times ``--repeat`` more. Reported: the median over all timed runs of each
-setup and its ratio to torch's. Encodes are the default ``compress`` (with the
+setup and its ratio to torch's, then each process's median (the spread). Encodes are the default ``compress`` (with the
 reconstruction checksum); both processes run ``keep_freed_memory()`` as the
 ``fastlic`` command does.
 
@@ -78,6 +78,7 @@ def main(argv=None) -> int:
         print(json.dumps(one(args.one, args.image, args.model, args.repeat, args.threads)))
         return 0
     runs: dict[str, dict[str, list[float]]] = {s: {"encode": [], "decode": []} for s in SETUPS}
+    rounds: list[str] = []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     for r in range(args.rounds):
         for setup in SETUPS:
@@ -91,8 +92,9 @@ def main(argv=None) -> int:
             times = json.loads(out.stdout.strip().splitlines()[-1])
             for k in runs[setup]:
                 runs[setup][k] += times[k]
-            print(f"  round {r + 1}/{args.rounds} {setup}: decode median "
-                  f"{statistics.median(times['decode']):.1f} ms", file=sys.stderr, flush=True)
+            rounds.append(f"round {r + 1}/{args.rounds} {setup}: decode median "
+                          f"{statistics.median(times['decode']):.1f} ms")
+            print(f"  {rounds[-1]}", file=sys.stderr, flush=True)
     from fastlic.evaluation.report import markdown_table
     med = {s: {k: statistics.median(v) for k, v in t.items()} for s, t in runs.items()}
     rows = [[SETUPS[s], m["encode"], m["decode"], m["decode"] / med["torch"]["decode"]]
@@ -102,6 +104,7 @@ def main(argv=None) -> int:
           f"{platform.machine()} with {os.cpu_count()} cores\n")
     print(markdown_table(rows, ["setup", "encode ms", "decode ms", "decode / torch's"],
                          digits=[0, 1, 1, 3]))
+    print("\n# per-round decode medians\n" + "\n".join(f"# {line}" for line in rounds))
     return 0
 
 

@@ -27,6 +27,7 @@ def test_ort_threads_reports_every_setup(shipped_tiny, photo, tmp_path):
         "| torch (default engines)", "| onnxruntime, a pool per stage (library default)",
         "| onnxruntime, one shared pool (share_thread_pool; the fastlic command)"]
     assert rows[0].rstrip(" |").endswith("1.000")          # torch against itself
+    assert "# round 1/1 ort-shared: decode median" in done.stdout
 
 
 def test_missing_image_is_skipped(tmp_path):
