@@ -254,13 +254,22 @@ class Codec:
         """The two checkerboard passes of the encoder: symbols and entropy parameters."""
         scale_a, mean_a = self._params("anchor", timer, hyper=hyper)
         with maybe_stage(timer, "quantize_anchor"):
-            sym_a = np.round(y - mean_a)
+            sym_a = self._symbols(y - mean_a)
             y_hat_anchor = _anchor_input(sym_a, mean_a, geo.anchor)
         scale_n, mean_n = self._params("nonanchor", timer, hyper=hyper, y_hat_anchor=y_hat_anchor)
         with maybe_stage(timer, "quantize_nonanchor"):
-            sym = np.where(geo.anchor, sym_a, np.round(y - mean_n))
+            sym = np.where(geo.anchor, sym_a, self._symbols(y - mean_n))
             mask = sym[0].reshape(sym.shape[1], -1).any(axis=1)
         return _Quantised(sym, mask, scale_a, scale_n, mean_n, y_hat_anchor)
+
+    @staticmethod
+    def _symbols(residual: np.ndarray) -> np.ndarray:
+        """The encoder's quantiser: y - μ -> integer symbols (float32), rounded to nearest.
+
+        Only the encoder calls it; ``benchmarks/deadzone.py`` measures rounding offsets
+        against it (each costs rate-distortion).
+        """
+        return np.round(residual)
 
     def _code(self, z_hat, q: "_Quantised", geo: _Latent, layout, recon_crc, timer) -> bytes:
         """Entropy-code ẑ and both passes, then pack the bitstream."""
