@@ -156,7 +156,7 @@ def bd_cells(fast: list[Point], other: list[Point]) -> list[str]:
         a = [(p.bpp, quality(p)) for p in fast if math.isfinite(quality(p))]
         b = [(p.bpp, quality(p)) for p in other if math.isfinite(quality(p))]
         try:
-            cells.append(f"{bd_rate(*zip(*a), *zip(*b)):+.1f} %")
+            cells.append(f"{bd_rate(*zip(*a), *zip(*b)):+.2f} %")
         except (ValueError, TypeError) as exc:
             cells.append(f"n/a ({exc})")
     return cells
