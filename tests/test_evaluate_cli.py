@@ -87,7 +87,7 @@ def test_bd_cells_and_interpolation_oracles():
     codec = [Point("c", str(i), "mean", r, q, 1 - 10 ** (-q / 20))
              for i, (r, q) in enumerate([(0.2, 28.0), (0.4, 31.0), (0.8, 34.0), (1.6, 37.0)])]
     cheaper = [Point("fastlic", str(i), "mean", 0.8 * p.bpp, p.psnr, p.ms_ssim) for i, p in enumerate(codec)]
-    assert bd_cells(cheaper, codec) == ["-20.0 %", "-20.0 %"]
+    assert bd_cells(cheaper, codec) == ["-20.00 %", "-20.00 %"]
     assert bd_cells(cheaper[:1], codec) == ["n/a (one fastlic point)"] * 2
     assert bd_cells([Point("fastlic", "x", "mean", 1, 5, 0.1), Point("fastlic", "y", "mean", 2, 6, 0.2)],
                     codec)[0].startswith("n/a (the curves share no quality interval")
