@@ -4,9 +4,10 @@ The decoder reads whatever integers the encoder wrote, so the encoder is free to
 round the residual y - μ differently: a deadzone (offset d > 0, symbols pulled
 towards zero: fewer bits, more distortion, as in classical codecs' quantisers) or
 the opposite (d < 0): symbol = sign(r) * floor(|r| + 0.5 - d). d = 0 is the
-shipped encoder, unchanged (round to nearest). Each offset runs the whole shipped ladder on the same images.
+shipped encoder, unchanged (round to nearest). Each offset runs the whole shipped
+ladder on the same images.
 
-    python -m benchmarks.deadzone [KODAK_DIR] [--offsets 0.05,0.1,-0.03] [--every 1]
+    python -m benchmarks.deadzone [KODAK_DIR] [--offsets 0.05,0.1,-0.03,-0.06] [--every 1]
 """
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ import numpy as np
 from PIL import Image
 
 from fastlic.evaluation.bdrate import bd_rate
-from fastlic.evaluation.metrics import psnr
 from fastlic.evaluation.report import markdown_table
 from fastlic.runtime.codec import Codec
 from fastlic.runtime.models import WEIGHTS_DIR
 
 from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
+from benchmarks.ladders import mean_point
 
 
 def offset_codec(path: Path, offset: float) -> Codec:
@@ -35,15 +36,6 @@ def offset_codec(path: Path, offset: float) -> Codec:
 
         codec._symbols = symbols     # an instance attribute: only this codec changes
     return codec
-
-
-def ladder_point(codec: Codec, images: list[np.ndarray]) -> tuple[float, float]:
-    """Mean bpp and PSNR of the decoded images."""
-    points = []
-    for img in images:
-        data = codec.compress(img, checksum=False)
-        points.append((8 * len(data) / (img.shape[0] * img.shape[1]), psnr(img, codec.decompress(data))))
-    return tuple(np.mean(points, axis=0))
 
 
 def main() -> int:
@@ -62,7 +54,7 @@ def main() -> int:
     print(f"# {len(images)} images from {args.folder}; rungs {args.qualities}")
     curves = {}
     for d in [0.0] + [float(s) for s in args.offsets.split(",")]:
-        curves[d] = np.array([ladder_point(offset_codec(path, d), images) for path in paths])
+        curves[d] = np.array([mean_point(offset_codec(path, d), images) for path in paths])
         print(f"  d={d:+.2f} done", file=sys.stderr)
     base = curves[0.0]
     rows = [[f"{d:+.2f}", *(f"{b:.4f} / {q:.2f}" for b, q in c),

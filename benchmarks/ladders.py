@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from fastlic.evaluation.bdrate import bd_rate
-from fastlic.evaluation.metrics import psnr
+from fastlic.evaluation.metrics import bpp, psnr
 from fastlic.evaluation.report import markdown_table
 from fastlic.runtime.codec import Codec
 from fastlic.runtime.models import WEIGHTS_DIR
@@ -46,17 +46,20 @@ def rungs(folder: Path, tmp: Path) -> list[Path]:
     return out
 
 
+def mean_point(codec: Codec, images: list[np.ndarray]) -> np.ndarray:
+    """(2,): mean bpp and PSNR of one codec's round trips of the images (no reconstruction CRC)."""
+    per_image = []
+    for img in images:
+        data = codec.compress(img, checksum=False)
+        per_image.append((bpp(len(data), *img.shape[:2]), psnr(img, codec.decompress(data))))
+    return np.mean(per_image, axis=0)
+
+
 def curve(paths: list[Path], images: list[np.ndarray]) -> np.ndarray:
-    """(rungs, 2): mean bpp and PSNR of each model on the images (no reconstruction CRC)."""
+    """(rungs, 2): :func:`mean_point` of each model."""
     points = []
     for path in paths:
-        codec = Codec.load(path)
-        per_image = []
-        for img in images:
-            data = codec.compress(img, checksum=False)
-            per_image.append((8 * len(data) / (img.shape[0] * img.shape[1]),
-                              psnr(img, codec.decompress(data))))
-        points.append(np.mean(per_image, axis=0))
+        points.append(mean_point(Codec.load(path), images))
         print(f"  {path.name}: {points[-1][0]:.4f} bpp {points[-1][1]:.2f} dB", file=sys.stderr)
     return np.array(points)
 
