@@ -25,7 +25,8 @@ from PIL import Image
 
 from benchmarks._paths import KODAK, TRAIN
 from fastlic.evaluation.report import markdown_table
-from fastlic.model import FAMILIES, STRIDE, FastLIC, ModelConfig
+from fastlic.model import FAMILIES, FastLIC, ModelConfig
+from fastlic.runtime.image import model_input
 from fastlic.training.data import CropSampler
 from fastlic.training.families import (Latents, encode_latents, fine_tune, head_free_optimizer_state,
                                        measure, with_families)
@@ -52,10 +53,7 @@ def kodak_batches(folder: Path):
         raise FileNotFoundError(f"no PNG images in {folder}")
     for path in files:
         rgb = np.asarray(Image.open(path).convert("RGB"))
-        h, w = rgb.shape[:2]
-        ph, pw = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
-        x = np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-        yield torch.from_numpy(x.transpose(2, 0, 1)[None].astype(np.float32) / 255.0), h * w
+        yield torch.from_numpy(model_input(rgb)), rgb.shape[0] * rgb.shape[1]
 
 
 def training_pool(model: FastLIC, args) -> Latents:

@@ -21,12 +21,12 @@ import torch
 from PIL import Image
 
 from fastlic.evaluation.report import markdown_table
-from fastlic.model import STRIDE
 from fastlic.model.distributions import likelihood
 from fastlic.model.layers import checkerboard_mask
 from fastlic.model.weights import load_model
 from fastlic.runtime.bitstream import unpack
 from fastlic.runtime.codec import Codec
+from fastlic.runtime.image import model_input
 from fastlic.runtime.models import WEIGHTS_DIR
 
 from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
@@ -35,10 +35,7 @@ from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
 def model_bits(model, img: np.ndarray) -> tuple[float, np.ndarray]:
     """The model's own rate for one image, on the codec's padded input: bits of ẑ
     (a float) and of ŷ per latent channel (float64 (M,))."""
-    h, w = img.shape[:2]
-    ph, pw = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
-    x = np.pad(img, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-    x = torch.from_numpy(x.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0))
+    x = torch.from_numpy(model_input(img))
     with torch.no_grad():
         out = model(x, return_features=True)
         residual = out["y_hat"] - out["mean"]

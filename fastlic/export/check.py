@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from ..engines.base import STAGES
-from ..model import STRIDE
 from ..model.layers import checkerboard_mask
 from ..errors import ExportMismatchError
+from ..runtime.image import model_input
 from .manifest import OutputError
 
 RTOL, ATOL = 1e-3, 1e-4
@@ -46,13 +46,6 @@ class GraphCheck:
     mismatches: tuple[str, ...]
 
 
-def _padded(photo: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, H', W') float32, edge-padded to multiples of STRIDE."""
-    h, w = photo.shape[:2]
-    padded = np.pad(photo, ((0, -h % STRIDE), (0, -w % STRIDE), (0, 0)), mode="edge")
-    return np.ascontiguousarray(padded.transpose(2, 0, 1)) / np.float32(255)
-
-
 def _crop(photo: np.ndarray, h: int, w: int) -> np.ndarray:
     top, left = (photo.shape[0] - h) // 2, (photo.shape[1] - w) // 2
     return photo[top:top + h, left:left + w]
@@ -63,10 +56,11 @@ def photo_batches() -> list[PhotoBatch]:
     astronaut + coffee centre crops (384x448, batch 2)."""
     from skimage import data  # noqa: PLC0415 - heavy, validation only
 
-    chelsea = _padded(data.chelsea())[None]
-    pair = np.stack([_padded(_crop(p, 384, 448)) for p in (data.astronaut(), data.coffee())])
-    return [PhotoBatch("chelsea 320x512 x1", chelsea.astype(np.float32)),
-            PhotoBatch("astronaut+coffee 384x448 x2", pair.astype(np.float32))]
+    chelsea = model_input(data.chelsea())
+    pair = np.concatenate([model_input(_crop(p, 384, 448))
+                           for p in (data.astronaut(), data.coffee())])
+    return [PhotoBatch("chelsea 320x512 x1", chelsea),
+            PhotoBatch("astronaut+coffee 384x448 x2", pair)]
 
 
 @torch.inference_mode()

@@ -38,10 +38,9 @@ from ..engines import load_engines
 from ..entropy.coder import SymbolCoder
 from ..entropy.tables import EntropyTables, build_tables
 from ..errors import CorruptBitstreamError, UsageError
-from ..model import STRIDE
 from .bitstream import (Bitstream, ColorLayout, Header, check_model, check_reconstruction,
                         check_table_indices, pack, reconstruction_crc, table_index_crc, unpack)
-from .image import from_codable, to_codable
+from .image import from_codable, model_input, padded, to_codable
 from .models import (DEFAULT_QUALITY, GRAPH_BACKENDS, WEIGHTS_DIR, cached_export, load_network,
                      read_shipped, shipped_from_dir, shipped_weights)
 from .models import engine_options as engine_options_for
@@ -102,8 +101,7 @@ class _Latent:
     width: int
 
     def __post_init__(self):
-        self.pad_h = -(-self.height // STRIDE) * STRIDE
-        self.pad_w = -(-self.width // STRIDE) * STRIDE
+        self.pad_h, self.pad_w = padded(self.height), padded(self.width)
         self.anchor = _checkerboard(self.pad_h // 16, self.pad_w // 16)
         self.anchor_positions = np.flatnonzero(self.anchor)       # raster order
         self.nonanchor_positions = np.flatnonzero(~self.anchor)
@@ -221,7 +219,7 @@ class Codec:
         with activate(timer):
             rgb, layout = to_codable(image, drop_alpha)
             geo = _Latent(rgb.shape[0], rgb.shape[1])
-            y, z_hat = self._analyse(rgb, geo, timer)
+            y, z_hat = self._analyse(rgb, timer)
             hyper = self._hyper(z_hat, timer)
             q = self._quantise(y, hyper, geo, timer)
             recon = recon_crc = None
@@ -239,12 +237,10 @@ class Codec:
             y_hat = _full_latent(q.y_hat_anchor, q.sym, q.mean_n, geo.anchor)
         return self._synthesize(y_hat, geo, layout, timer)
 
-    def _analyse(self, rgb: np.ndarray, geo: _Latent, timer) -> tuple[np.ndarray, np.ndarray]:
+    def _analyse(self, rgb: np.ndarray, timer) -> tuple[np.ndarray, np.ndarray]:
         """Padded image -> (y (1, M, h, w), ẑ (1, Nh, h/4, w/4)) float32."""
         with maybe_stage(timer, "pad"):
-            x = np.pad(rgb, ((0, geo.pad_h - geo.height), (0, geo.pad_w - geo.width), (0, 0)),
-                       mode="edge")
-            x = x.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
+            x = model_input(rgb)
         y = self._run("g_a", timer, image=x)["y"]
         z = self._run("h_a", timer, y=y)["z"]
         with maybe_stage(timer, "quantize_z"):

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageFormatError
+from ..model import STRIDE
 from .bitstream import MAX_PIXELS, MAX_SIDE, ColorLayout
 
 _DEEP_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -105,3 +106,18 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
     Image.fromarray(image).save(buf, format=fmt)
     write_atomic(path, buf.getvalue())
+
+
+def padded(n: int) -> int:
+    """An image side padded to the model's stride."""
+    return -(-n // STRIDE) * STRIDE
+
+
+def model_input(rgb: np.ndarray) -> np.ndarray:
+    """Codable uint8 (H, W, 3) -> what g_a sees: C-contiguous float32 (1, 3, H', W') in [0, 1],
+    edge-padded to the stride."""
+    h, w = rgb.shape[:2]
+    x = np.pad(rgb, ((0, padded(h) - h), (0, padded(w) - w), (0, 0)), mode="edge")
+    x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+    x /= np.float32(255.0)
+    return x
