@@ -167,3 +167,18 @@ def test_coded_symbols_is_what_the_entropy_decoder_decodes(tiny_codec, photo, mo
     data = tiny_codec.compress(photo)
     tiny_codec.decompress(data)
     assert tiny_codec.coded_symbols(data) == sum(decoded)
+
+
+@pytest.mark.parametrize("h,w", [(64, 64), (65, 100), (1, 130)])
+def test_model_input_edge_pads_to_the_stride(h, w):
+    from fastlic.model import STRIDE
+    from fastlic.runtime.image import model_input
+    rgb = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    x = model_input(rgb)
+    assert x.dtype == np.float32 and x.flags.c_contiguous
+    assert x.shape[:2] == (1, 3) and x.shape[2] % STRIDE == 0 and x.shape[3] % STRIDE == 0
+    assert x.shape[2] - h < STRIDE and x.shape[3] - w < STRIDE
+    img = np.rint(x[0].transpose(1, 2, 0) * 255).astype(np.uint8)
+    assert np.array_equal(img[:h, :w], rgb)
+    assert np.array_equal(img[h:, :w], np.broadcast_to(rgb[-1:], img[h:, :w].shape))  # last row
+    assert np.array_equal(img[:, w:], np.broadcast_to(img[:, w - 1:w], img[:, w:].shape))
