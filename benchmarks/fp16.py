@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from fastlic.engines.base import STAGES
 from fastlic.evaluation.metrics import psnr
 from fastlic.export import export_model
-from fastlic.export.check import _padded, reference_io
+from fastlic.export.check import reference_io
 from fastlic.export.fp16 import FP16_MAX, fp16_file, write_fp16
 from fastlic.export.graphs import STAGE_METHODS
 from fastlic.export.ranges import measure_ranges
@@ -51,6 +51,7 @@ from fastlic.model.deform import ModulatedDeformConv
 from fastlic.model.packed import to_packed
 from fastlic.model.precision import to_half
 from fastlic.model.weights import file_hash, load_model
+from fastlic.runtime.image import model_input
 from fastlic.runtime.models import read_shipped, shipped_weights
 
 from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
@@ -203,7 +204,7 @@ def sampling_precision(model, name: str, rgb: np.ndarray, scales=(1, 2, 4)) -> N
     print(f"{'size':<12}{'max|y|':>8}" + "".join(f"{k + ' max':>20}{'mean':>10}" for k in runs))
     for s in scales:
         big = Image.fromarray(rgb).resize((rgb.shape[1] * s, rgb.shape[0] * s), Image.BICUBIC)
-        x = _padded(np.asarray(big))[None].astype(np.float32)
+        x = model_input(np.asarray(big))
         y = ref("g_a", image=x)["y"]
         errs = [np.abs(r("g_a", image=x)["y"] - y) for r in runs.values()]
         print(f"{x.shape[3]}x{x.shape[2]:<7}{np.abs(y).max():>8.3g}"
@@ -237,7 +238,7 @@ def load_images(folder: Path, limit: int):
     out = []
     for path in sorted(folder.glob("*.png"))[:limit]:
         rgb = np.asarray(Image.open(path).convert("RGB"))
-        out.append((path.name, _padded(rgb)[None].astype(np.float32), rgb))
+        out.append((path.name, model_input(rgb), rgb))
     return out
 
 

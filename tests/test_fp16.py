@@ -260,3 +260,21 @@ def test_cli_reuses_saved_ranges_and_checks_flags(exported, shipped_tiny, tmp_pa
     assert file_hash(shipped_tiny) != "f" * 64
     assert main(["--out", str(tmp_path / "c"), "--fp16-ranges", str(tmp_path / "other.json")]
                 + args) == ExportError.exit_code
+
+
+def test_png_images_are_the_codecs_padded_input(tmp_path):
+    from PIL import Image
+
+    from fastlic.export.ranges import png_images
+    from fastlic.runtime.image import model_input
+    rng = np.random.default_rng(3)
+    shapes = {"a.png": (70, 50), "b.png": (64, 129)}
+    for name, shape in shapes.items():
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(tmp_path / name)
+    got = list(png_images(tmp_path))
+    assert [label.split()[0] for label, _ in got] == sorted(shapes)
+    for (label, x), name in zip(got, sorted(shapes)):
+        rgb = np.asarray(Image.open(tmp_path / name).convert("RGB"))
+        assert np.array_equal(x, model_input(rgb))
+        assert f"(padded {x.shape[2]}x{x.shape[3]})" in label
+    assert len(list(png_images(tmp_path, limit=1))) == 1

@@ -162,14 +162,14 @@ def png_images(folder: str | Path, limit: int | None = None):
     multiples of 64 as the codec pads."""
     from PIL import Image  # noqa: PLC0415
 
-    from .check import _padded  # noqa: PLC0415
+    from ..runtime.image import model_input  # noqa: PLC0415
 
     files = sorted(Path(folder).glob("*.png"))[:limit]
     if not files:
         raise ExportError(f"no PNG images in {folder}")
     for path in files:
         rgb = np.asarray(Image.open(path).convert("RGB"))
-        x = _padded(rgb)[None].astype(np.float32)
+        x = model_input(rgb)
         yield (f"{path.name} {rgb.shape[0]}x{rgb.shape[1]} "
                f"(padded {x.shape[2]}x{x.shape[3]})", x)
 
