@@ -1,0 +1,25 @@
+#!/bin/bash
+# Entropy-decoding speed of the codec at an earlier commit against this checkout's: the
+# same shipped weights (this checkout's q3), the same machine, the two taking turns.
+# Prints benchmarks.kodak's "ns per coded symbol" (median over the Kodak images) per run.
+#
+#   benchmarks/coder_ab.sh REV [ROUNDS]      (KODAK=DIR to point at the images)
+set -euo pipefail
+rev=$1
+rounds=${2:-3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+kodak=${KODAK:-$root/../shared/data/kodak}
+model=$root/fastlic/weights/q3.safetensors
+old=$(mktemp -d)
+trap 'git -C "$root" worktree remove --force "$old"' EXIT
+git -C "$root" worktree add --detach -q "$old" "$rev"
+echo "# old: $rev ($(git -C "$root" rev-parse --short "$rev")), new: $(git -C "$root" rev-parse --short HEAD) plus any uncommitted changes; model $model"
+for r in $(seq "$rounds"); do
+  for side in old new; do
+    dir=$root
+    [ "$side" = old ] && dir=$old
+    ns=$(cd "$dir" && PYTHONPATH=. python -m benchmarks.kodak "$kodak" --model "$model" 2>/dev/null |
+         sed -n 's/^entropy decoding: \([0-9.]*\) ns.*/\1/p')
+    echo "round $r $side: $ns ns per coded symbol"
+  done
+done
