@@ -5,9 +5,11 @@
 #
 #   benchmarks/coder_ab.sh REV [ROUNDS]      (KODAK=DIR to point at the images)
 set -euo pipefail
-rev=$1
+rev=${1:?usage: benchmarks/coder_ab.sh REV [ROUNDS]}
 rounds=${2:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
+git -C "$root" rev-parse -q --verify "$rev^{commit}" > /dev/null ||
+  { echo "coder_ab.sh: $rev is not a commit of this repository" >&2; exit 2; }
 kodak=${KODAK:-$root/../shared/data/kodak}
 model=$root/fastlic/weights/q3.safetensors
 old=$(mktemp -d)

@@ -143,7 +143,7 @@ class SymbolCoder:
         read K + 1), and each symbol's radius K (int32 (N,)).
 
         One constriction call per group and nothing else inside the loop: z has 64 small
-        groups, where per-group numpy calls cost more than the decoding.
+        groups, where per-group numpy calls are a large share of the work.
         """
         nonempty = np.flatnonzero(counts)
         models = self._models

@@ -368,7 +368,7 @@ class Codec:
             idx = self.tables.scale_index(scale[0].take(coded))
             check_table_indices(header, name, idx)
         with maybe_stage(timer, f"entropy_decode_{name}"):
-            sym[0].reshape(-1)[coded] = coder.decode(data, idx)  # a view; 2x faster than put
+            sym[0].reshape(-1)[coded] = coder.decode(data, idx)  # a view; faster than put
 
     def _synthesize(self, y_hat, geo: _Latent, layout, timer) -> np.ndarray:
         x_hat = self._run("g_s", timer, y_hat=y_hat)["image_hat"]
