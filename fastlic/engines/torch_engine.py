@@ -29,7 +29,7 @@ from .base import STAGES, Engine, StageSpec
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 METHODS = {"g_a": "analysis", "h_a": "hyper_analysis", "h_s": "hyper_synthesis",
            "anchor": "anchor_params", "nonanchor": "nonanchor_params", "g_s": "synthesis"}
-MAX_GRAPHS = 8   # captured shapes kept per stage; the oldest is dropped beyond this
+MAX_GRAPHS = 8   # captured shapes kept per stage; the least recently used is dropped beyond this
 
 
 class TorchEngine(Engine):
@@ -71,7 +71,11 @@ class TorchEngine(Engine):
 
 
 class GraphedTorchEngine(TorchEngine):
-    """CUDA-graph variant: the first call per input shape captures, later calls replay."""
+    """CUDA-graph variant: the first call per input shape captures, later calls replay.
+
+    At most MAX_GRAPHS shapes stay captured; a new shape beyond that drops the one
+    used least recently, so a service's common size is not re-captured after a few
+    odd ones."""
 
     def __init__(self, spec: StageSpec, fn, device: str = "cuda", dtype: str = "float32",
                  channels_last: bool = False):
@@ -82,14 +86,15 @@ class GraphedTorchEngine(TorchEngine):
     def _call(self, args: list[torch.Tensor]):
         key = tuple((tuple(a.shape), a.dtype) for a in args)
         with self._lock:
-            entry = self._graphs.get(key) or self._capture(key, args)
+            entry = self._graphs.pop(key, None) or self._capture(args)
+            self._graphs[key] = entry      # (re)inserted last: the most recently used
             graph, static_in, static_out = entry
             for buf, a in zip(static_in, args):
                 buf.copy_(a)
             graph.replay()
             return tuple(t.clone() for t in static_out)
 
-    def _capture(self, key: tuple, args: list[torch.Tensor]) -> tuple:
+    def _capture(self, args: list[torch.Tensor]) -> tuple:
         static_in = [a.clone() for a in args]
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -101,10 +106,9 @@ class GraphedTorchEngine(TorchEngine):
         with torch.cuda.graph(graph):
             out = self.fn(*static_in)
         out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
-        if len(self._graphs) >= MAX_GRAPHS:
-            self._graphs.pop(next(iter(self._graphs)))
-        self._graphs[key] = (graph, static_in, out)
-        return self._graphs[key]
+        while len(self._graphs) >= MAX_GRAPHS:
+            self._graphs.pop(next(iter(self._graphs)))   # the least recently used
+        return graph, static_in, out
 
 
 def check_options(device: str, dtype: str, cuda_graphs: bool) -> torch.device:
