@@ -334,7 +334,7 @@ def reconstruction_crc(image: np.ndarray) -> int:
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise TypeError(f"a reconstruction must be uint8, got dtype {array.dtype}")
-    return zlib.crc32(np.ascontiguousarray(array).tobytes())
+    return zlib.crc32(np.ascontiguousarray(array))
 
 
 def check_reconstruction(header: Header, image: np.ndarray) -> None:

@@ -61,6 +61,20 @@ class ModelInfo:
     nonanchor_family: str
 
 
+def _to_uint8_hwc(chw: np.ndarray) -> np.ndarray:
+    """(3, H, W) float in [0, 1] (any strides: onnxruntime's NCHW or torch's NHWC
+    output) -> C-contiguous (H, W, 3) uint8, rounded half to even and clipped.
+
+    The first pass writes the transposed values into a contiguous buffer and the
+    rest work in place, so the result needs no further copy (the reconstruction
+    CRC and callers get contiguous memory)."""
+    rgb = np.empty((chw.shape[1], chw.shape[2], 3), np.float32)
+    np.multiply(chw.transpose(1, 2, 0), np.float32(255.0), out=rgb)
+    np.rint(rgb, out=rgb)
+    np.clip(rgb, 0, 255, out=rgb)
+    return rgb.astype(np.uint8)
+
+
 def _checkerboard(h: int, w: int) -> np.ndarray:
     """(h, w) bool, True at anchors ((i + j) even)."""
     return (np.add.outer(np.arange(h), np.arange(w)) % 2) == 0
@@ -373,9 +387,8 @@ class Codec:
     def _synthesize(self, y_hat, geo: _Latent, layout, timer) -> np.ndarray:
         x_hat = self._run("g_s", timer, y_hat=y_hat)["image_hat"]
         with maybe_stage(timer, "crop"):
-            rgb = x_hat[0, :, :geo.height, :geo.width].transpose(1, 2, 0)
-            rgb = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
-            return from_codable(rgb, ColorLayout(layout))
+            return from_codable(_to_uint8_hwc(x_hat[0, :, :geo.height, :geo.width]),
+                                ColorLayout(layout))
 
 
 @dataclasses.dataclass(frozen=True)
