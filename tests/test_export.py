@@ -259,8 +259,19 @@ def test_import_fastlic_loads_no_optional_backend():
 def test_onnxruntime_engine_from_a_directory_needs_no_torch(exported):
     code = ("import sys\nfrom fastlic.engines import load_engines\n"
             f"e = load_engines('onnxruntime', {str(exported[0])!r}, threads=1)\n"
-            "print(sorted(m for m in ('torch', 'onnx', 'onnxscript') if m in sys.modules))")
-    assert _fresh_python(code) == "[]"
+            "print(e['g_s'].layout.split()[0], "
+            "sorted(m for m in ('torch', 'onnxscript') if m in sys.modules))")
+    assert _fresh_python(code) == "blocked []"   # onnx: only for g_s's blocked rewrite
+
+
+def test_onnxruntime_engine_without_the_onnx_package_runs_the_plain_graphs(exported):
+    code = ("import sys\nsys.modules['onnx'] = None\n"   # as if onnx were not installed
+            "import numpy as np\nfrom fastlic.engines import load_engines\n"
+            f"e = load_engines('onnxruntime', {str(exported[0])!r}, threads=1)\n"
+            "x = np.zeros((1, e['g_s'].session.get_inputs()[0].shape[1], 2, 3), np.float32)\n"
+            "print(e['g_s'].layout, e['g_s'].run({'y_hat': x})['image_hat'].shape, "
+            "sorted(m for m in ('torch', 'onnxscript') if m in sys.modules))")
+    assert _fresh_python(code) == "plain (the rewrite needs the onnx package) (1, 3, 32, 48) []"
 
 
 def test_onnxruntime_keeps_the_default_graph_where_its_col2im_variant_did_not_run():

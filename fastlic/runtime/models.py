@@ -68,7 +68,7 @@ def shipped_weights_for(model_name: str, weights_hash: bytes) -> Path:
 
 
 OPTIONS = {"torch": {"dtype", "cuda_graphs", "threads", "subpixel", "packed", "channels_last"},
-           "onnxruntime": {"providers", "threads", "verify", "spinning"},
+           "onnxruntime": {"providers", "threads", "verify", "spinning", "layout"},
            "tensorrt": {"precision", "deform", "min_size", "opt_size", "max_size", "max_batch",
                         "verify"}}
 GRAPH_BACKENDS = ("onnxruntime", "tensorrt")   # run an export directory's ONNX graphs

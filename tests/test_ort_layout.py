@@ -1,0 +1,130 @@
+"""onnxruntime's blocked-layout rewrite (fastlic/engines/ort_layout.py): the same outputs
+bit for bit as the plain graph, or the plain graph."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+onnx = pytest.importorskip("onnx")
+
+from fastlic.engines import ort_layout  # noqa: E402
+from fastlic.engines.base import STAGES  # noqa: E402
+from fastlic.engines.onnxruntime_engine import _blocked_engine, make_session  # noqa: E402
+from fastlic.errors import EngineError  # noqa: E402
+
+CPU = ["CPUExecutionProvider"]
+
+
+def _make(model, **settings):
+    return make_session(model, CPU, 1, **settings)
+
+
+@pytest.fixture(scope="module")
+def aligned_g_s(tmp_path_factory):
+    """g_s (Col2Im shuffles) of a random model whose decoder has 32 channels, so that
+    its shuffles' 128 channels fill whole blocks of 8 or 16 (AVX2, AVX-512)."""
+    from fastlic.export.graphs import export_stage
+    from fastlic.model import FastLIC, get_config
+    torch.manual_seed(0)
+    model = FastLIC(get_config("tiny", dec_channels=32)).eval()
+    path = tmp_path_factory.mktemp("layout") / "g_s_col2im.onnx"
+    return export_stage(model, "g_s", path, variant="col2im")
+
+
+def _latent(shape, seed=1):
+    return (3 * np.random.default_rng(seed).standard_normal(shape)).round().astype(np.float32)
+
+
+def test_phase_major_channels_make_dcr_depth_to_space_the_pixel_shuffle():
+    x = torch.randn(2, 4 * 3, 5, 7)
+    perm = ort_layout.phase_major(3)
+    b, c4, h, w = x.shape
+    dcr = (x[:, perm].reshape(b, 2, 2, 3, h, w).permute(0, 3, 4, 1, 5, 2)   # ONNX DCR mode
+           .reshape(b, 3, 2 * h, 2 * w))
+    torch.testing.assert_close(dcr, torch.nn.functional.pixel_shuffle(x, 2), rtol=0, atol=0)
+
+
+def test_prepare_rewrites_the_aligned_and_output_shuffles_only(aligned_g_s, tiny_export):
+    for path, expected in ((aligned_g_s, 4), (tiny_export / "g_s_col2im.onnx", 1)):
+        model = onnx.load(str(path))
+        # 32-channel stages fill blocks; the tiny model's 12 do not (only its output shuffle)
+        assert ort_layout.prepare(model, ort_layout.block_size(_make)) == expected
+        ops = [n.op_type for n in model.graph.node]
+        assert ops.count("DepthToSpace") == expected
+        assert ops.count("Col2Im") == 4 - expected
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 4, 6), (2, 16, 3, 5), (1, 16, 1, 1), (1, 16, 9, 2)])
+def test_blocked_g_s_matches_the_plain_graph_bit_for_bit(aligned_g_s, shape):
+    plain = _make(str(aligned_g_s))
+    session, note = ort_layout.blocked_session(onnx.load(str(aligned_g_s)), _make, plain)
+    assert session is not None, note
+    assert "image_hat channels-last" in note and "4 shuffles phase-major" in note
+    feed = {"y_hat": _latent(shape)}
+    (expected,), (got,) = plain.run(None, feed), session.run(None, feed)
+    assert got.shape == expected.shape == (shape[0], 3, 16 * shape[2], 16 * shape[3])
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_blocked_g_s_has_no_reorders_left_but_around_its_convolutions(aligned_g_s):
+    model = onnx.load(str(aligned_g_s))
+    block = ort_layout.block_size(_make)
+    ort_layout.prepare(model, block)
+    path = aligned_g_s.with_name("optimised.onnx")
+    _make(model.SerializeToString(), optimized_model_filepath=str(path), log_severity_level=3)
+    optimised = onnx.load(str(path))
+    reorders = lambda m: sum(n.op_type.startswith("Reorder") for n in m.graph.node)  # noqa: E731
+    before = reorders(optimised)
+    moved, nhwc = ort_layout.keep_blocked(optimised, block)
+    assert moved == 3 * 2 + 4 and nhwc == ("image_hat",)   # 3 IGDNs (Abs, Mul), 4 shuffles
+    # one reorder in (the latent) and one out (the image, channels-last) remain
+    ops = [n.op_type for n in optimised.graph.node]
+    assert ops.count("ReorderInput") == ops.count("ReorderOutput") == 1 < before // 2
+    assert "Col2Im" not in ops and "DepthToSpace" not in ops
+
+
+def test_the_tiny_models_engines_decode_as_the_plain_ones(tiny_export, photo):
+    from fastlic.runtime.codec import Codec
+    blocked = Codec.load(backend="onnxruntime", model_dir=tiny_export, threads=1)
+    plain = Codec.load(backend="onnxruntime", model_dir=tiny_export, threads=1, layout="plain")
+    assert blocked.engines["g_s"].layout.startswith("blocked")
+    assert plain.engines["g_s"].layout == "plain"
+    data, recon = plain.compress(photo, return_reconstruction=True)
+    assert blocked.compress(photo) == data
+    np.testing.assert_array_equal(blocked.decompress(data), recon)
+
+
+def test_a_rewrite_that_changes_outputs_falls_back_to_the_plain_graph(aligned_g_s, monkeypatch):
+    monkeypatch.setattr(ort_layout, "same_outputs", lambda a, b, feed: False)
+    plain = _make(str(aligned_g_s))
+    engine = _blocked_engine(aligned_g_s, plain, "g_s", aligned_g_s.name, CPU, 1, False)
+    assert engine.session is plain
+    assert engine.layout == "plain (the rewritten graph's outputs differ from the plain graph's)"
+
+
+def test_a_rewrite_that_fails_falls_back_to_the_plain_graph(aligned_g_s, monkeypatch):
+    def broken(model, block):
+        raise KeyError("unexpected node")
+    monkeypatch.setattr(ort_layout, "keep_blocked", broken)
+    plain = _make(str(aligned_g_s))
+    engine = _blocked_engine(aligned_g_s, plain, "g_s", aligned_g_s.name, CPU, 1, False)
+    assert engine.session is plain and engine.layout.startswith("plain (rewrite failed:")
+    out = engine.run({"y_hat": _latent((1, 16, 2, 2))})["image_hat"]
+    assert out.shape == (1, 3, 32, 32)
+
+
+def test_a_graph_with_nothing_to_move_keeps_the_plain_session(tiny_export):
+    path = tiny_export / "h_a.onnx"
+    plain = _make(str(path))
+    session, why = ort_layout.blocked_session(onnx.load(str(path)), _make, plain)
+    assert session is None and why == "no operator to move"
+    assert set(STAGES["h_a"].inputs) == {i.name for i in plain.get_inputs()}
+
+
+def test_unknown_layout_is_a_typed_error(tiny_export):
+    from fastlic.engines.onnxruntime_engine import load_engines
+    with pytest.raises(EngineError, match="unknown onnxruntime layout 'nhwc'"):
+        load_engines(tiny_export, layout="nhwc")
