@@ -5,7 +5,8 @@ First every image of the folder is encoded and decoded with both: the bitstreams
 the decoded images must be identical (the rewrite only moves values). Then the first
 image is decoded ``--repeat`` times by each, the two taking turns, every stage timed
 (the codec's StageTimer); medians after one warm-up, and in how many turns the
-blocked decode was the faster.
+blocked decode was the faster. Also prints each layout's ``Codec.load`` time (plain
+first, so that the blocked load includes importing onnx).
 
     python -m benchmarks.ort_layout [DIR] [--model W] [--repeat 30] [--threads 2]
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -70,7 +71,12 @@ def main(argv=None) -> int:
     from fastlic.engines.onnxruntime_engine import share_thread_pool
     keep_freed_memory()
     share_thread_pool(args.threads)
-    codecs = {k: Codec.load(args.model, backend="onnxruntime", layout=k) for k in LAYOUTS}
+    onnx_before = "onnx" in sys.modules
+    codecs, load_s = {}, {}
+    for layout in LAYOUTS:   # plain first: the blocked load then pays the onnx import
+        t = time.perf_counter()
+        codecs[layout] = Codec.load(args.model, backend="onnxruntime", layout=layout)
+        load_s[layout] = time.perf_counter() - t
     from PIL import Image
     images = [(f.name, np.asarray(Image.open(f).convert("RGB")))
               for f in sorted(args.folder.glob("*.png"))]
@@ -82,6 +88,8 @@ def main(argv=None) -> int:
     for stage, engine in codecs["blocked"].engines.items():
         if engine.layout != "plain":
             print(f"# blocked {stage}: {engine.layout}")
+    print(f"# Codec.load: plain {load_s['plain']:.2f} s, blocked {load_s['blocked']:.2f} s "
+          f"({'onnx imported before' if onnx_before else 'including the onnx import'})")
     same = exactness(codecs, images)
     print(f"\nsame bitstream and same decoded image with both layouts: {same}/{len(images)}\n")
     name, image = images[0]

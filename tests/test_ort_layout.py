@@ -128,3 +128,23 @@ def test_unknown_layout_is_a_typed_error(tiny_export):
     from fastlic.engines.onnxruntime_engine import load_engines
     with pytest.raises(EngineError, match="unknown onnxruntime layout 'nhwc'"):
         load_engines(tiny_export, layout="nhwc")
+
+
+def test_the_layout_benchmark_finds_both_layouts_identical(shipped_tiny, photo, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+    root = Path(__file__).resolve().parents[1]
+    for k, crop in enumerate((photo[:64, :96], photo[:37, :53])):
+        Image.fromarray(crop).save(tmp_path / f"p{k}.png")
+    env = {"FASTLIC_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.ort_layout", str(tmp_path),
+                           "--model", str(shipped_tiny), "--threads", "1", "--repeat", "2",
+                           "--pause", "0"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "same bitstream and same decoded image with both layouts: 2/2" in done.stdout
+    assert "# blocked g_s: blocked (" in done.stdout and "| total |" in done.stdout
