@@ -12,6 +12,9 @@ fetched here): the timing depends on the architecture, not the weights, but
 their bpp is meaningless. Every codec's time includes its uint8 -> float
 conversion and padding (encode) and its crop -> uint8 (decode).
 
+fastlic runs three times: on the torch engines without and with its reconstruction
+checksum, and (when onnxruntime is installed) on the onnxruntime engines without it.
+
 Per image, the codecs run in turn (interleaved); a warm-up run of the first
 image per codec comes first and is not counted. Reported: medians per codec, the
 speed-up ratio of medians (peer ms / fastlic ms), decoder parameter counts. The
@@ -85,10 +88,13 @@ def random_small_weights(folder: Path) -> Path:
     return path
 
 
-def fastlic_runners(weights: Path | None) -> list[Runner]:
+def fastlic_runners(weights: Path | None, cache_dir: Path | None = None,
+                    threads: int = 0) -> list[Runner]:
     """fastlic as the peers run (no reconstruction checksum: their bitstreams carry none,
     and this is the base of every ratio), then fastlic's default, whose encoder also runs
-    g_s to store the reconstruction CRC and whose decoder checks it."""
+    g_s to store the reconstruction CRC and whose decoder checks it, then (if onnxruntime
+    is installed) the onnxruntime engines without the checksum, on a pool per stage of
+    ``threads`` threads (the library default; the export goes to ``cache_dir``)."""
     from fastlic.model.weights import load_model
     from fastlic.runtime.codec import DEFAULT_WEIGHTS, Codec
     codec = Codec.load(weights)
@@ -101,7 +107,24 @@ def fastlic_runners(weights: Path | None) -> list[Runner]:
                    len, params, note + "; --no-checksum, as the peers (the base of the ratios)"),
             Runner("fastlic (default)", codec.compress, codec.decompress, len, params,
                    "the same codec with its default reconstruction checksum: encode also "
-                   "runs g_s, decode checks the CRC")]
+                   "runs g_s, decode checks the CRC"), *_onnxruntime_runner(weights, cache_dir,
+                                                                          threads, params)]
+
+
+def _onnxruntime_runner(weights, cache_dir, threads: int, params: int) -> list[Runner]:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("onnxruntime not installed: no fastlic (onnxruntime) row", file=sys.stderr)
+        return []
+    from fastlic.runtime.codec import Codec
+    codec = Codec.load(weights, backend="onnxruntime", cache_dir=cache_dir, threads=threads,
+                       log=lambda line: print(line, file=sys.stderr))
+    layout = codec.engines["g_s"].layout
+    return [Runner("fastlic (onnxruntime)", lambda img: codec.compress(img, checksum=False),
+                   codec.decompress, len, params,
+                   f"the same weights on the onnxruntime engines (CPU provider, a pool of "
+                   f"{threads} threads per stage, g_s {layout.split()[0]}); --no-checksum")]
 
 
 # ---- CompressAI peers ----------------------------------------------------------------
@@ -228,6 +251,12 @@ def report(runners: list[Runner], results: dict[str, Timings]) -> str:
         f"encode {_median_ms(results[p].encode) / base_enc:.1f}x faster"
         + (f" ({_median_ms(results[p].encode) / _median_ms(default.encode):.1f}x with the "
            "default checksum)" if default else "") for p in peers)
+    ort = results.get("fastlic (onnxruntime)")
+    if ort:
+        speedups += "\n" + "; ".join(
+            f"fastlic (onnxruntime) vs {p}: decode "
+            f"{_median_ms(results[p].decode) / _median_ms(ort.decode):.1f}x faster, encode "
+            f"{_median_ms(results[p].encode) / _median_ms(ort.encode):.1f}x faster" for p in peers)
     return (f"{table}\n\n**peer weights random-initialised (timing only; their bpp is meaningless)**\n"
             f"{notes}\n- decoder params: everything but g_a, h_a and the factorized z prior\n"
             f"- ratios are ratios of medians; > 1 means fastlic is faster\n\n{speedups}")
@@ -272,7 +301,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         weights = random_small_weights(Path(tmp)) if args.random_small else args.model
         try:
-            runners = [*fastlic_runners(Path(weights) if weights else None), *peers]
+            cache = Path(tmp) if args.random_small else None   # the shipped model's stays
+            runners = [*fastlic_runners(Path(weights) if weights else None, cache, args.threads),
+                       *peers]
         except ModelLoadError as exc:
             print(f"{exc}; pass --model PATH, or --random-small to time the architecture",
                   file=sys.stderr)

@@ -58,7 +58,8 @@ def test_main_reports_every_codec(peers, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "peer weights random-initialised (timing only; their bpp is meaningless)" in out
     assert "x with the default checksum)" in out
-    for name in ("| fastlic |", "| fastlic (default) |", "| mbt2018 |", "| cheng2020-ckbd |"):
+    for name in ("| fastlic |", "| fastlic (default) |", "| fastlic (onnxruntime) |",
+                 "| mbt2018 |", "| cheng2020-ckbd |"):
         assert name in out
 
 

@@ -74,6 +74,12 @@ def test_profile_prints_table_and_writes_json_and_png(backend, shipped_tiny, png
     assert "encode stage" in table and "decode stage" in table and "entropy_decode_anchor" in table
     report = json.loads(out_json.read_text())
     assert report["backend"] == backend and report["repeat"] == 2 and report["bytes"] > 0
+    assert list(report["engines"]) == ["g_a", "h_a", "h_s", "anchor", "nonanchor", "g_s"]
+    g_s = report["engines"]["g_s"]   # what ran the stage, also in the table's header
+    assert f"  g_s        {g_s}" in table
+    assert g_s.startswith({"torch": "torch TorchEngine on cpu, torch.float32, channels_last",
+                           "onnxruntime": "onnxruntime g_s_col2im.onnx on CPUExecutionProvider, "
+                                          "blocked ("}[backend])
     for name, expected in (("encode", ENCODE | CHECKSUM_ENCODE),
                            ("decode", DECODE | CHECKSUM_DECODE)):
         stages = report[name]["stages"]

@@ -50,3 +50,7 @@ class Engine:
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line on what runs this stage (shown by ``fastlic profile``)."""
+        return type(self).__name__

@@ -44,6 +44,9 @@ class OrtEngine(Engine):
         self.layout = layout
         self.providers = tuple(session.get_providers())
 
+    def describe(self) -> str:
+        return f"onnxruntime {self.file} on {', '.join(self.providers)}, {self.layout}"
+
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {n: np.ascontiguousarray(inputs[n], dtype=np.float32) for n in self.spec.inputs}
         outputs = self.session.run(list(self.spec.outputs), feed)

@@ -66,6 +66,9 @@ class TensorRTEngine(Engine):
     def synchronize(self) -> None:
         torch.cuda.synchronize(self.device)
 
+    def describe(self) -> str:
+        return f"TensorRT engine of {self.file} on {self.device}"
+
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock, on_device(self.device):
             stream = torch.cuda.current_stream(self.device)

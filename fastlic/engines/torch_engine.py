@@ -44,6 +44,10 @@ class TorchEngine(Engine):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.copies = self.device.type != "cpu"   # time copies only where they are copies
 
+    def describe(self) -> str:
+        layout = "channels_last" if self.memory_format == torch.channels_last else "NCHW"
+        return f"torch {type(self).__name__} on {self.device}, {self.dtype}, {layout}"
+
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the CPU)."""
         if self.device.type == "cuda":

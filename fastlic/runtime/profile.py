@@ -49,10 +49,11 @@ class Profile:
     bytes: int
     encode: PassProfile
     decode: PassProfile
+    engines: dict[str, str] = dataclasses.field(default_factory=dict)   # stage -> what runs it
 
     def to_dict(self) -> dict:
         out = {k: getattr(self, k) for k in ("image", "width", "height", "backend", "device",
-                                             "repeat", "bytes")}
+                                             "repeat", "bytes", "engines")}
         out["bpp"] = 8 * self.bytes / (self.width * self.height)
         out["host"] = platform.processor() or platform.machine()
         for name, p in (("encode", self.encode), ("decode", self.decode)):
@@ -80,14 +81,16 @@ def profile_codec(codec, image: np.ndarray, repeat: int = 5, name: str = "",
             data = codec.compress(image, timer=enc, checksum=checksum)
         with dec.stage(TOTAL):
             codec.decompress(data, timer=dec)
+    engines = {stage: engine.describe() for stage, engine in codec.engines.items()}
     return Profile(name, image.shape[1], image.shape[0], codec.backend, codec.device, repeat,
-                   len(data), _pass(enc), _pass(dec))
+                   len(data), _pass(enc), _pass(dec), engines)
 
 
 def format_table(p: Profile) -> str:
     """Encode and decode stages: median ms and share of the median total."""
     lines = [f"{p.image} {p.width}x{p.height}, {p.bytes} bytes, backend {p.backend} on "
              f"{p.device}, medians of {p.repeat} runs (warm-up dropped)"]
+    lines += [f"  {stage:<10} {what}" for stage, what in p.engines.items()]
     for title, pp in (("encode", p.encode), ("decode", p.decode)):
         lines.append(f"\n{title + ' stage':<30}{'ms':>10}{'share':>8}")
         for stage, ms in pp.stages.items():
