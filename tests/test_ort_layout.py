@@ -148,3 +148,36 @@ def test_the_layout_benchmark_finds_both_layouts_identical(shipped_tiny, photo, 
     assert done.returncode == 0, done.stderr[-2000:]
     assert "same bitstream and same decoded image with both layouts: 2/2" in done.stdout
     assert "# blocked g_s: blocked (" in done.stdout and "| total |" in done.stdout
+
+
+def _shuffle_graph(extra_reader: bool):
+    """Conv(16 -> 4x16, 3x3) -> Reshape -> Col2Im (pixel shuffle) -> y; with
+    ``extra_reader`` a Relu also reads the conv's output (a second graph output)."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((64, 16, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array([1, 64, 16], np.int64), "cols"),
+             numpy_helper.from_array(np.array([8, 8], np.int64), "size"),
+             numpy_helper.from_array(np.array([2, 2], np.int64), "blk")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["c", "cols"], ["r"]),
+             helper.make_node("Col2Im", ["r", "size", "blk"], ["y"], strides=[2, 2])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if extra_reader:
+        nodes.append(helper.make_node("Relu", ["c"], ["z"]))
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 4, 4])
+    return helper.make_model(helper.make_graph(nodes, "shuffle", [x], outputs, inits),
+                             opset_imports=[helper.make_opsetid("", 19)])
+
+
+@pytest.mark.parametrize("extra_reader", [False, True])
+def test_prepare_permutes_a_conv_only_if_the_shuffle_alone_reads_it(extra_reader):
+    model = _shuffle_graph(extra_reader)
+    prepared = onnx.ModelProto.FromString(model.SerializeToString())
+    assert ort_layout.prepare(prepared, 1) == (0 if extra_reader else 1)
+    feed = {"x": _latent((1, 16, 4, 4))}
+    for want, got in zip(_make(model.SerializeToString()).run(None, feed),
+                         _make(prepared.SerializeToString()).run(None, feed)):
+        np.testing.assert_array_equal(got, want)   # the same function either way

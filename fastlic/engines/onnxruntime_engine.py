@@ -175,7 +175,8 @@ def _blocked_engine(path: Path, plain, stage: str, file: str, providers, threads
 
         from . import ort_layout  # noqa: PLC0415
     except ImportError:
-        return OrtEngine(STAGES[stage], plain, file, layout="plain (the rewrite needs the onnx package)")
+        return OrtEngine(STAGES[stage], plain, file,
+                         layout="plain (the rewrite needs the onnx package)")
     try:
         session, why = ort_layout.blocked_session(onnx.load(str(path)), make, plain)
     except Exception as exc:  # noqa: BLE001 - an unforeseen graph: run the plain one

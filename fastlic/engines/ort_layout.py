@@ -8,7 +8,7 @@ pays a reorder out, the shuffle, and a reorder in, three times over the largest
 tensors of the decoder. This module rewrites a stage graph so that they run on the
 blocked tensors too::
 
-    plain graph ──prepare──▶ subpixel convs phase-major + DepthToSpace(DCR)   (ONNX, exact)
+    plain graph ──prepare──▶ subpixel convs phase-major + DepthToSpace(DCR)  (ONNX, exact)
                 ──onnxruntime ORT_ENABLE_ALL──▶ optimised graph with NCHWc nodes
                 ──keep_blocked──▶ Abs, Mul and the shuffles on the blocked tensors
                 ──probe──▶ same bits as the plain session, else the plain session
@@ -81,23 +81,21 @@ def phase_major(channels: int) -> np.ndarray:
     return 4 * (j % channels) + j // channels
 
 
-def _shuffled_conv(node, producers, consumers, consts, block: int):
+def _shuffled_conv(node, producers, consumers, inits, block: int):
     """The ``Conv`` whose output the shuffle ``node`` reads through one ``Reshape``, if
-    its weights are constants used nowhere else and its channels are block-aligned."""
+    nothing else reads its values (``Shape`` may read its size), its weight and bias are
+    initializers used nowhere else, and its channels are a multiple of 4 ``block``."""
     reshape = producers.get(node.input[0])
     if reshape is None or reshape.op_type != "Reshape" or len(consumers[reshape.output[0]]) != 1:
         return None
     conv = producers.get(reshape.input[0])
     if conv is None or conv.op_type != "Conv" or len(conv.input) != 3:
         return None
-    if any(c.op_type not in ("Reshape", "Shape") for c in consumers[conv.output[0]]):
+    if any(c is not reshape and c.op_type != "Shape" for c in consumers[conv.output[0]]):
         return None
-    weight = consts.get(conv.input[1])
-    if weight is None or conv.input[2] not in consts or weight.shape[0] % (4 * block):
+    if any(name not in inits or len(consumers[name]) != 1 for name in conv.input[1:]):
         return None
-    if any(len(consumers[name]) != 1 for name in conv.input[1:]):
-        return None
-    return conv
+    return conv if inits[conv.input[1]].dims[0] % (4 * block) == 0 else None
 
 
 def prepare(model: onnx.ModelProto, block: int) -> int:
@@ -111,12 +109,12 @@ def prepare(model: onnx.ModelProto, block: int) -> int:
     inits = {t.name: t for t in graph.initializer}
     done = 0
     for node in list(graph.node):
-        conv = _shuffled_conv(node, producers, consumers, consts,
+        conv = _shuffled_conv(node, producers, consumers, inits,
                               1 if node.output[0] in outputs else block) \
             if _is_shuffle(node, consts) else None
         if conv is None:
             continue
-        perm = phase_major(consts[conv.input[1]].shape[0] // 4)
+        perm = phase_major(inits[conv.input[1]].dims[0] // 4)
         for name in conv.input[1:]:
             inits[name].CopyFrom(numpy_helper.from_array(consts[name][perm], name))
         index = list(graph.node).index(node)
@@ -287,7 +285,8 @@ def _first_reader(nodes: list[onnx.NodeProto], name: str) -> int:
 # ---- the session ------------------------------------------------------------------------
 def block_size(make) -> int:
     """onnxruntime's NCHWc block (channels per SIMD block) on this CPU: the padded
-    channel count ReorderInput gives a four-channel tensor (its least). make: see blocked_session."""
+    channel count ReorderInput gives a four-channel tensor (its least). make: see
+    :func:`blocked_session`."""
     if not _BLOCK:
         x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 1, 1])
         y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
