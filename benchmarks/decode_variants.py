@@ -1,6 +1,6 @@
 """CPU decode choices measured side by side: transposed convs vs conv + pixel shuffle,
 channels_last, checkerboard stages on the full grid vs packed
-(:mod:`fastlic.model.packed`), onnxruntime's spinning thread pools and its blocked g_s
+(:mod:`fastlic.model.packed`), onnxruntime's spinning thread pools and its blocked g_a and g_s
 (:mod:`fastlic.engines.ort_layout`), on one Kodak
 image. Runs with :func:`~fastlic.runtime.memory.keep_freed_memory`, as the ``fastlic``
 command does (``benchmarks.allocator`` measures that setting on its own).
@@ -116,7 +116,7 @@ def runtime_table(weights: Path, image: np.ndarray, repeat: int) -> str:
         "onnxruntime, spinning threads, graphs as exported":
             dict(backend="onnxruntime", spinning=True, layout="plain"),
         "onnxruntime, no spinning, graphs as exported": dict(backend="onnxruntime", layout="plain"),
-        "onnxruntime, no spinning, blocked g_s (default)": dict(backend="onnxruntime"),
+        "onnxruntime, no spinning, blocked g_a and g_s (default)": dict(backend="onnxruntime"),
     }
     codecs = {label: Codec.load(weights, **options) for label, options in setups.items()}
     data = {label: codec.compress(image) for label, codec in codecs.items()}

@@ -3,9 +3,9 @@
 
 First every image of the folder is encoded and decoded with both: the bitstreams and
 the decoded images must be identical (the rewrite only moves values). Then the first
-image is decoded ``--repeat`` times by each, the two taking turns, every stage timed
-(the codec's StageTimer); medians after one warm-up, and in how many turns the
-blocked decode was the faster. Also prints each layout's ``Codec.load`` time (plain
+image is encoded and decoded ``--repeat`` times by each, the two taking turns, every
+stage timed (the codec's StageTimer): medians after one warm-up, and in how many turns
+the blocked one was the faster. Also prints each layout's ``Codec.load`` time (plain
 first, so that the blocked load includes importing onnx).
 
     python -m benchmarks.ort_layout [DIR] [--model W] [--repeat 30] [--threads 2]
@@ -41,21 +41,33 @@ def exactness(codecs: dict, images: list[tuple[str, np.ndarray]]) -> int:
 
 
 def timed(codecs: dict, image: np.ndarray, repeat: int, pause: float):
-    """Stage medians per layout and the turns the blocked decode won."""
+    """Per direction: stage medians per layout, and the turns the blocked one won."""
     data = codecs["plain"].compress(image)
-    timers = {k: StageTimer() for k in codecs}
-    won = 0
+    work = {"encode": lambda c, timer: c.compress(image, timer=timer),
+            "decode": lambda c, timer: c.decompress(data, timer=timer)}
+    timers = {(d, k): StageTimer() for d in work for k in codecs}
+    won = dict.fromkeys(work, 0)
     for turn in range(repeat + 1):
-        order = LAYOUTS if turn % 2 else LAYOUTS[::-1]
-        totals = {}
-        for layout in order:
-            time.sleep(pause)
-            t = time.perf_counter()
-            with timers[layout].stage("total"):
-                codecs[layout].decompress(data, timer=timers[layout])
-            totals[layout] = time.perf_counter() - t
-        won += turn > 0 and totals["blocked"] < totals["plain"]
-    return {k: t.medians_ms(drop_first=1) for k, t in timers.items()}, won
+        for direction, fn in work.items():
+            totals = {}
+            for layout in (LAYOUTS if turn % 2 else LAYOUTS[::-1]):
+                time.sleep(pause)
+                timer = timers[direction, layout]
+                t = time.perf_counter()
+                with timer.stage("total"):
+                    fn(codecs[layout], timer)
+                totals[layout] = time.perf_counter() - t
+            won[direction] += turn > 0 and totals["blocked"] < totals["plain"]
+    medians = {key: t.medians_ms(drop_first=1) for key, t in timers.items()}
+    return {d: ({k: medians[d, k] for k in codecs}, won[d]) for d in work}
+
+
+def _table(medians: dict) -> str:
+    rows = [[stage, medians["plain"][stage], medians["blocked"][stage],
+             medians["blocked"][stage] / medians["plain"][stage]]
+            for stage in medians["plain"] if medians["plain"][stage] >= 0.5]
+    return markdown_table(rows, ["stage", "plain ms", "blocked ms", "blocked / plain"],
+                          digits=[0, 2, 2, 3])
 
 
 def main(argv=None) -> int:
@@ -86,21 +98,17 @@ def main(argv=None) -> int:
           f"{ort.__version__} on {platform.machine()} with {os.cpu_count()} cores, one shared "
           f"pool of {args.threads} threads")
     for stage, engine in codecs["blocked"].engines.items():
-        if engine.layout != "plain":
+        if not engine.layout.startswith("plain"):
             print(f"# blocked {stage}: {engine.layout}")
     print(f"# Codec.load: plain {load_s['plain']:.2f} s, blocked {load_s['blocked']:.2f} s "
           f"({'onnx imported before' if onnx_before else 'including the onnx import'})")
     same = exactness(codecs, images)
     print(f"\nsame bitstream and same decoded image with both layouts: {same}/{len(images)}\n")
     name, image = images[0]
-    medians, won = timed(codecs, image, args.repeat, args.pause)
-    rows = [[stage, medians["plain"][stage], medians["blocked"][stage],
-             medians["blocked"][stage] / medians["plain"][stage]]
-            for stage in medians["plain"] if medians["plain"][stage] >= 0.5]
-    print(f"decode of {name}, medians of {args.repeat} turns (stages under 0.5 ms left out):\n")
-    print(markdown_table(rows, ["stage", "plain ms", "blocked ms", "blocked / plain"],
-                         digits=[0, 2, 2, 3]))
-    print(f"\nblocked decode faster in {won}/{args.repeat} turns")
+    for direction, (medians, won) in timed(codecs, image, args.repeat, args.pause).items():
+        print(f"{direction} of {name}, medians of {args.repeat} turns (stages under 0.5 ms "
+              f"left out):\n\n{_table(medians)}\n\nblocked {direction} faster in "
+              f"{won}/{args.repeat} turns\n")
     return 0 if same == len(images) else 1
 
 

@@ -23,15 +23,30 @@ def _make(model, **settings):
 
 
 @pytest.fixture(scope="module")
-def aligned_g_s(tmp_path_factory):
-    """g_s (Col2Im shuffles) of a random model whose decoder has 32 channels, so that
-    its shuffles' 128 channels fill whole blocks of 8 or 16 (AVX2, AVX-512)."""
-    from fastlic.export.graphs import export_stage
+def aligned(tmp_path_factory):
+    """A random model whose encoder and decoder have 32 channels, so that they (and the
+    shuffles' 128) fill whole blocks of 8 or 16 (AVX2, AVX-512)."""
     from fastlic.model import FastLIC, get_config
     torch.manual_seed(0)
-    model = FastLIC(get_config("tiny", dec_channels=32)).eval()
+    return FastLIC(get_config("tiny", enc_channels=32, dec_channels=32)).eval()
+
+
+@pytest.fixture(scope="module")
+def aligned_g_s(aligned, tmp_path_factory):
+    """The aligned model's g_s with Col2Im shuffles (onnxruntime's graph)."""
+    from fastlic.export.graphs import export_stage
     path = tmp_path_factory.mktemp("layout") / "g_s_col2im.onnx"
-    return export_stage(model, "g_s", path, variant="col2im")
+    return export_stage(aligned, "g_s", path, variant="col2im")
+
+
+@pytest.fixture(scope="module")
+def nchwc():
+    """The NCHWc block of this CPU; the tests that count moved operators need 8 or 16."""
+    block = ort_layout.block_size(_make)
+    if block < 8:
+        pytest.skip(f"onnxruntime's NCHWc block is {block} on this CPU (x86 AVX2 or AVX-512 "
+                    "give 8 or 16)")
+    return block
 
 
 def _latent(shape, seed=1):
@@ -47,18 +62,18 @@ def test_phase_major_channels_make_dcr_depth_to_space_the_pixel_shuffle():
     torch.testing.assert_close(dcr, torch.nn.functional.pixel_shuffle(x, 2), rtol=0, atol=0)
 
 
-def test_prepare_rewrites_the_aligned_and_output_shuffles_only(aligned_g_s, tiny_export):
+def test_prepare_rewrites_the_aligned_and_output_shuffles_only(nchwc, aligned_g_s, tiny_export):
     for path, expected in ((aligned_g_s, 4), (tiny_export / "g_s_col2im.onnx", 1)):
         model = onnx.load(str(path))
         # 32-channel stages fill blocks; the tiny model's 12 do not (only its output shuffle)
-        assert ort_layout.prepare(model, ort_layout.block_size(_make)) == expected
+        assert ort_layout.prepare(model, nchwc) == expected
         ops = [n.op_type for n in model.graph.node]
         assert ops.count("DepthToSpace") == expected
         assert ops.count("Col2Im") == 4 - expected
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 4, 6), (2, 16, 3, 5), (1, 16, 1, 1), (1, 16, 9, 2)])
-def test_blocked_g_s_matches_the_plain_graph_bit_for_bit(aligned_g_s, shape):
+def test_blocked_g_s_matches_the_plain_graph_bit_for_bit(nchwc, aligned_g_s, shape):
     plain = _make(str(aligned_g_s))
     session, note = ort_layout.blocked_session(onnx.load(str(aligned_g_s)), _make, plain)
     assert session is not None, note
@@ -69,7 +84,7 @@ def test_blocked_g_s_matches_the_plain_graph_bit_for_bit(aligned_g_s, shape):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_blocked_g_s_has_no_reorders_left_but_around_its_convolutions(aligned_g_s):
+def test_blocked_g_s_has_no_reorders_left_but_around_its_convolutions(nchwc, aligned_g_s):
     model = onnx.load(str(aligned_g_s))
     block = ort_layout.block_size(_make)
     ort_layout.prepare(model, block)
@@ -86,7 +101,7 @@ def test_blocked_g_s_has_no_reorders_left_but_around_its_convolutions(aligned_g_
     assert "Col2Im" not in ops and "DepthToSpace" not in ops
 
 
-def test_the_tiny_models_engines_decode_as_the_plain_ones(tiny_export, photo):
+def test_the_tiny_models_engines_decode_as_the_plain_ones(nchwc, tiny_export, photo):
     from fastlic.runtime.codec import Codec
     blocked = Codec.load(backend="onnxruntime", model_dir=tiny_export, threads=1)
     plain = Codec.load(backend="onnxruntime", model_dir=tiny_export, threads=1, layout="plain")
@@ -130,7 +145,7 @@ def test_unknown_layout_is_a_typed_error(tiny_export):
         load_engines(tiny_export, layout="nhwc")
 
 
-def test_the_layout_benchmark_finds_both_layouts_identical(shipped_tiny, photo, tmp_path):
+def test_the_layout_benchmark_finds_both_layouts_identical(nchwc, shipped_tiny, photo, tmp_path):
     import subprocess
     import sys
     from pathlib import Path
@@ -181,3 +196,19 @@ def test_prepare_permutes_a_conv_only_if_the_shuffle_alone_reads_it(extra_reader
     for want, got in zip(_make(model.SerializeToString()).run(None, feed),
                          _make(prepared.SerializeToString()).run(None, feed)):
         np.testing.assert_array_equal(got, want)   # the same function either way
+
+
+@pytest.mark.parametrize("channels", [32, 12])   # whole blocks; padded ones (the tiny model)
+def test_blocked_g_a_matches_the_plain_graph_and_divides_only_unpadded(nchwc, channels, aligned,
+                                                                        tiny_model, tmp_path):
+    from fastlic.export.graphs import export_stage
+    model = aligned if channels == 32 else tiny_model
+    path = export_stage(model, "g_a", tmp_path / "g_a.onnx")
+    plain = _make(str(path))
+    session, note = ort_layout.blocked_session(onnx.load(str(path)), _make, plain, 64)
+    assert session is not None, note
+    # three GDNs: their Abs always move, their Div only where no channel pads
+    assert note.startswith(f"{6 if channels == 32 else 3} operators moved")
+    for shape in ((1, 3, 64, 96), (2, 3, 128, 64)):
+        feed = {"image": np.random.default_rng(2).random(shape, dtype=np.float32)}
+        np.testing.assert_array_equal(session.run(None, feed)[0], plain.run(None, feed)[0])

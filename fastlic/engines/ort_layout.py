@@ -1,16 +1,16 @@
-"""Keep onnxruntime's CPU convolutions in their blocked layout across IGDN and pixel shuffles.
+"""Keep onnxruntime's CPU convolutions in their blocked layout across (I)GDN and pixel shuffles.
 
 onnxruntime's NCHWc transformer runs every ``Conv`` on channel-blocked tensors
 (``NCHWc``: channels in blocks of 8 or 16 floats, the SIMD width) and reorders back to
 NCHW for every operator it does not know. In ``g_s`` those are the IGDN's ``Abs`` and
 ``Mul`` and the pixel shuffles (``Col2Im``), so each of the four upsampling stages
 pays a reorder out, the shuffle, and a reorder in, three times over the largest
-tensors of the decoder. This module rewrites a stage graph so that they run on the
-blocked tensors too::
+tensors of the decoder; in ``g_a`` the GDN's ``Abs`` and ``Div``. This module
+rewrites a stage graph so that they run on the blocked tensors too::
 
     plain graph ──prepare──▶ subpixel convs phase-major + DepthToSpace(DCR)  (ONNX, exact)
                 ──onnxruntime ORT_ENABLE_ALL──▶ optimised graph with NCHWc nodes
-                ──keep_blocked──▶ Abs, Mul and the shuffles on the blocked tensors
+                ──keep_blocked──▶ Abs, Mul, Div and the shuffles on the blocked tensors
                 ──probe──▶ same bits as the plain session, else the plain session
 
 ``prepare`` permutes a shuffled convolution's output channels from torch's
@@ -18,8 +18,9 @@ blocked tensors too::
 ``DepthToSpace`` in DCR mode, the same function. In the blocked layout each block of
 a phase-major tensor then holds one phase of ``b`` consecutive channels, and the
 shuffle is a transpose that moves whole blocks (``_blocked_depth_to_space``).
-``Abs`` and ``Mul`` are elementwise, so they give the same values in any layout
-(padding channels hold zeros, which both keep). The optimised graph is specific to
+``Abs``, ``Mul`` and ``Div`` are elementwise, so they give the same values in any
+layout (padding channels hold zeros, which Abs and Mul keep; Div moves only where no
+channel pads). The optimised graph is specific to
 this machine's SIMD width and onnxruntime version, so it is made when the engine
 loads, never stored.
 
@@ -38,8 +39,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 NCHWC = "com.microsoft.nchwc"
-POINTWISE = ("Abs", "Mul")   # elementwise ops moved onto the blocked tensors; f(0) = 0
-PROBE_HW = 4                 # the probe input's spatial size (latent positions)
+# Elementwise ops moved onto the blocked tensors. Abs and Mul keep the zeros of the
+# padding channels; Div would make them 0/0, so it moves only where no channel pads.
+POINTWISE = ("Abs", "Mul", "Div")
 
 
 # ---- step 1: phase-major subpixel convolutions ---------------------------------------
@@ -215,7 +217,9 @@ def _move(b: _Blocked, node: onnx.NodeProto) -> bool:
             return False
         b.twin[out], b.channels[out] = _blocked_depth_to_space(b, src, c // 4), c // 4
     elif node.op_type in POINTWISE:
-        if node.op_type == "Mul" and b.channels[node.input[1]] != c:
+        if node.op_type in ("Mul", "Div") and b.channels[node.input[1]] != c:
+            return False
+        if node.op_type == "Div" and c % b.block:
             return False
         b.twin[out] = b.emit(node.op_type, [b.twin[i] for i in node.input])
         b.channels[out] = c
@@ -301,12 +305,12 @@ def block_size(make) -> int:
 _BLOCK: list[int] = []   # block_size's answer, once per process
 
 
-def probe_feed(session, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random float32 inputs for ``session``: batch 1, PROBE_HW for the symbolic sizes."""
+def probe_feed(session, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random float32 inputs for ``session``: batch 1, ``size`` for the symbolic sizes."""
     rng = np.random.default_rng(seed)
     feed = {}
     for arg in session.get_inputs():
-        shape = [d if isinstance(d, int) else PROBE_HW for d in arg.shape]
+        shape = [d if isinstance(d, int) else size for d in arg.shape]
         shape[0] = 1
         feed[arg.name] = (3 * rng.standard_normal(shape)).astype(np.float32)
     return feed
@@ -340,11 +344,13 @@ def same_outputs(a, b, feed) -> bool:
                for x, y in zip(a.run(None, feed), b.run(None, feed)))
 
 
-def blocked_session(model: onnx.ModelProto, make, reference) -> tuple[BlockedSession | None, str]:
+def blocked_session(model: onnx.ModelProto, make, reference,
+                    probe_size: int = 4) -> tuple[BlockedSession | None, str]:
     """The rewritten session of ``model`` and what moved, or (None, why not).
 
     make(model_bytes, **session_settings) builds a session with the engine's options;
-    reference is the plain session, which the result must match bit for bit."""
+    reference is the plain session, which the result must match bit for bit on a random
+    input of ``probe_size`` x ``probe_size`` positions."""
     import onnxruntime as ort  # noqa: PLC0415
 
     block = block_size(make)
@@ -362,6 +368,6 @@ def blocked_session(model: onnx.ModelProto, make, reference) -> tuple[BlockedSes
             + (f", {', '.join(nhwc)} channels-last" if nhwc else ""))
     session = BlockedSession(make(optimised.SerializeToString(), graph_optimization_level=(
         ort.GraphOptimizationLevel.ORT_DISABLE_ALL)), nhwc, note)
-    if not same_outputs(reference, session, probe_feed(reference)):
+    if not same_outputs(reference, session, probe_feed(reference, probe_size)):
         return None, "the rewritten graph's outputs differ from the plain graph's"
     return session, note
