@@ -182,3 +182,17 @@ def test_model_input_edge_pads_to_the_stride(h, w):
     assert np.array_equal(img[:h, :w], rgb)
     assert np.array_equal(img[h:, :w], np.broadcast_to(rgb[-1:], img[h:, :w].shape))  # last row
     assert np.array_equal(img[:, w:], np.broadcast_to(img[:, w - 1:w], img[:, w:].shape))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])   # onnxruntime's plain, torch's strides
+def test_decoder_output_is_the_rounded_clipped_image_in_contiguous_hwc(layout):
+    from fastlic.runtime.codec import _to_uint8_hwc
+    rng = np.random.default_rng(0)
+    chw = rng.uniform(-0.1, 1.1, (3, 17, 23)).astype(np.float32)
+    chw[0, 0, :4] = np.array([0.5, 1.5, 2.5, 254.5], np.float32) / 255   # ties round to even
+    if layout == "NHWC":
+        chw = np.ascontiguousarray(chw.transpose(1, 2, 0)).transpose(2, 0, 1)
+    got = _to_uint8_hwc(chw)
+    want = np.clip(np.round(chw.transpose(1, 2, 0) * np.float32(255)), 0, 255).astype(np.uint8)
+    assert got.flags.c_contiguous and got.dtype == np.uint8 and got.shape == (17, 23, 3)
+    np.testing.assert_array_equal(got, want)

@@ -194,7 +194,7 @@ def load_engines(model, providers=None, *, threads: int = 0, verify: bool = True
     to a temporary directory first). ``verify`` checks the graph hashes; ``threads``
     and ``spinning``: see :func:`session_options` (neither applies once
     :func:`share_thread_pool` has run). ``layout``: "blocked" rewrites the CPU graphs of
-    the stages with pixel shuffles to stay in onnxruntime's blocked layout
+    g_a and g_s (``BLOCKED_STAGES``) to stay in onnxruntime's blocked layout
     (:mod:`.ort_layout`; same outputs bit for bit, checked on load), "plain" runs
     them as exported."""
     if layout not in LAYOUTS:
