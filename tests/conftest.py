@@ -12,6 +12,20 @@ torch.set_num_threads(1)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_a_temporary_folder(tmp_path_factory):
+    """Exports and onnxruntime's blocked graphs go to a folder of the test session, not
+    to ~/.cache/fastlic (tests that need their own set FASTLIC_CACHE_DIR or cache_dir)."""
+    import os
+    before = os.environ.get("FASTLIC_CACHE_DIR")
+    os.environ["FASTLIC_CACHE_DIR"] = str(tmp_path_factory.mktemp("fastlic-cache"))
+    yield
+    if before is None:
+        os.environ.pop("FASTLIC_CACHE_DIR", None)
+    else:
+        os.environ["FASTLIC_CACHE_DIR"] = before
+
+
 @pytest.fixture(autouse=True)
 def _no_process_wide_onnxruntime_pool(monkeypatch):
     """In-process CLI runs must not create onnxruntime's process-wide pool: it would bind

@@ -264,10 +264,11 @@ def test_onnxruntime_engine_from_a_directory_needs_no_torch(exported):
     assert _fresh_python(code) == "blocked []"   # onnx: only for g_s's blocked rewrite
 
 
-def test_onnxruntime_engine_without_the_onnx_package_runs_the_plain_graphs(exported):
+def test_onnxruntime_engine_without_the_onnx_package_runs_the_plain_graphs(exported, tmp_path):
     code = ("import sys\nsys.modules['onnx'] = None\n"   # as if onnx were not installed
             "import numpy as np\nfrom fastlic.engines import load_engines\n"
-            f"e = load_engines('onnxruntime', {str(exported[0])!r}, threads=1)\n"
+            f"e = load_engines('onnxruntime', {str(exported[0])!r}, threads=1, "
+            f"cache_dir={str(tmp_path)!r})\n"   # empty: no blocked graph to read back
             "x = np.zeros((1, e['g_s'].session.get_inputs()[0].shape[1], 2, 3), np.float32)\n"
             "print(e['g_s'].layout, e['g_s'].run({'y_hat': x})['image_hat'].shape, "
             "sorted(m for m in ('torch', 'onnxscript') if m in sys.modules))")

@@ -2,6 +2,8 @@
 bit for bit as the plain graph, or the plain graph."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 onnx = pytest.importorskip("onnx")
 
-from fastlic.engines import ort_layout  # noqa: E402
+from fastlic.engines import ort_blocked, ort_layout  # noqa: E402
 from fastlic.engines.base import STAGES  # noqa: E402
 from fastlic.engines.onnxruntime_engine import _blocked_engine, make_session  # noqa: E402
 from fastlic.errors import EngineError  # noqa: E402
@@ -42,7 +44,7 @@ def aligned_g_s(aligned, tmp_path_factory):
 @pytest.fixture(scope="module")
 def nchwc():
     """The NCHWc block of this CPU; the tests that count moved operators need 8 or 16."""
-    block = ort_layout.block_size(_make)
+    block = ort_blocked.block_size(_make)
     if block < 8:
         pytest.skip(f"onnxruntime's NCHWc block is {block} on this CPU (x86 AVX2 or AVX-512 "
                     "give 8 or 16)")
@@ -75,7 +77,7 @@ def test_prepare_rewrites_the_aligned_and_output_shuffles_only(nchwc, aligned_g_
 @pytest.mark.parametrize("shape", [(1, 16, 4, 6), (2, 16, 3, 5), (1, 16, 1, 1), (1, 16, 9, 2)])
 def test_blocked_g_s_matches_the_plain_graph_bit_for_bit(nchwc, aligned_g_s, shape):
     plain = _make(str(aligned_g_s))
-    session, note = ort_layout.blocked_session(onnx.load(str(aligned_g_s)), _make, plain)
+    session, note = ort_blocked.blocked_session(aligned_g_s, _make, plain, 4, None)
     assert session is not None, note
     assert "image_hat channels-last" in note and "4 shuffles phase-major" in note
     feed = {"y_hat": _latent(shape)}
@@ -86,7 +88,7 @@ def test_blocked_g_s_matches_the_plain_graph_bit_for_bit(nchwc, aligned_g_s, sha
 
 def test_blocked_g_s_has_no_reorders_left_but_around_its_convolutions(nchwc, aligned_g_s):
     model = onnx.load(str(aligned_g_s))
-    block = ort_layout.block_size(_make)
+    block = ort_blocked.block_size(_make)
     ort_layout.prepare(model, block)
     path = aligned_g_s.with_name("optimised.onnx")
     _make(model.SerializeToString(), optimized_model_filepath=str(path), log_severity_level=3)
@@ -113,9 +115,9 @@ def test_the_tiny_models_engines_decode_as_the_plain_ones(nchwc, tiny_export, ph
 
 
 def test_a_rewrite_that_changes_outputs_falls_back_to_the_plain_graph(aligned_g_s, monkeypatch):
-    monkeypatch.setattr(ort_layout, "same_outputs", lambda a, b, feed: False)
+    monkeypatch.setattr(ort_blocked, "same_outputs", lambda a, b, feed: False)
     plain = _make(str(aligned_g_s))
-    engine = _blocked_engine(aligned_g_s, plain, "g_s", aligned_g_s.name, CPU, 1, False)
+    engine = _blocked_engine(aligned_g_s, plain, "g_s", aligned_g_s.name, CPU, 1, False, None)
     assert engine.session is plain
     assert engine.layout == "plain (the rewritten graph's outputs differ from the plain graph's)"
 
@@ -125,7 +127,7 @@ def test_a_rewrite_that_fails_falls_back_to_the_plain_graph(aligned_g_s, monkeyp
         raise KeyError("unexpected node")
     monkeypatch.setattr(ort_layout, "keep_blocked", broken)
     plain = _make(str(aligned_g_s))
-    engine = _blocked_engine(aligned_g_s, plain, "g_s", aligned_g_s.name, CPU, 1, False)
+    engine = _blocked_engine(aligned_g_s, plain, "g_s", aligned_g_s.name, CPU, 1, False, None)
     assert engine.session is plain and engine.layout.startswith("plain (rewrite failed:")
     out = engine.run({"y_hat": _latent((1, 16, 2, 2))})["image_hat"]
     assert out.shape == (1, 3, 32, 32)
@@ -134,7 +136,7 @@ def test_a_rewrite_that_fails_falls_back_to_the_plain_graph(aligned_g_s, monkeyp
 def test_a_graph_with_nothing_to_move_keeps_the_plain_session(tiny_export):
     path = tiny_export / "h_a.onnx"
     plain = _make(str(path))
-    session, why = ort_layout.blocked_session(onnx.load(str(path)), _make, plain)
+    session, why = ort_blocked.blocked_session(path, _make, plain, 4, None)
     assert session is None and why == "no operator to move"
     assert set(STAGES["h_a"].inputs) == {i.name for i in plain.get_inputs()}
 
@@ -148,7 +150,6 @@ def test_unknown_layout_is_a_typed_error(tiny_export):
 def test_the_layout_benchmark_finds_both_layouts_identical(nchwc, shipped_tiny, photo, tmp_path):
     import subprocess
     import sys
-    from pathlib import Path
 
     from PIL import Image
     root = Path(__file__).resolve().parents[1]
@@ -205,10 +206,63 @@ def test_blocked_g_a_matches_the_plain_graph_and_divides_only_unpadded(nchwc, ch
     model = aligned if channels == 32 else tiny_model
     path = export_stage(model, "g_a", tmp_path / "g_a.onnx")
     plain = _make(str(path))
-    session, note = ort_layout.blocked_session(onnx.load(str(path)), _make, plain, 64)
+    session, note = ort_blocked.blocked_session(path, _make, plain, 64, None)
     assert session is not None, note
     # three GDNs: their Abs always move, their Div only where no channel pads
     assert note.startswith(f"{6 if channels == 32 else 3} operators moved")
     for shape in ((1, 3, 64, 96), (2, 3, 128, 64)):
         feed = {"image": np.random.default_rng(2).random(shape, dtype=np.float32)}
         np.testing.assert_array_equal(session.run(None, feed)[0], plain.run(None, feed)[0])
+
+
+def test_the_block_probe_is_one_reorder_input_of_four_channels():
+    model = onnx.ModelProto.FromString(ort_blocked._BLOCK_PROBE)
+    (node,) = model.graph.node
+    assert (node.op_type, node.domain) == ("ReorderInput", ort_layout.NCHWC)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 4, 1, 1] and ort_blocked.block_size(_make) in (1, 4, 8, 16)
+
+
+def test_a_cached_rewrite_is_reused_checked_and_replaced_when_bad(nchwc, aligned_g_s, tmp_path,
+                                                                 monkeypatch):
+    plain, cache = _make(str(aligned_g_s)), tmp_path / "blocked"
+    first, note = ort_blocked.blocked_session(aligned_g_s, _make, plain, 4, cache)
+    (entry,) = cache.iterdir()
+    assert first is not None and not note.endswith(", cached")
+    calls = []
+    real = ort_layout.rewrite
+    monkeypatch.setattr(ort_layout, "rewrite", lambda *a: calls.append(1) or real(*a))
+    again, note = ort_blocked.blocked_session(aligned_g_s, _make, plain, 4, cache)
+    assert note.endswith(", cached") and not calls           # read back, not rewritten
+    feed = {"y_hat": _latent((1, 16, 3, 5))}
+    np.testing.assert_array_equal(again.run(None, feed)[0], plain.run(None, feed)[0])
+    entry.write_bytes(entry.read_bytes()[:1000])              # truncated: rewritten
+    fixed, note = ort_blocked.blocked_session(aligned_g_s, _make, plain, 4, cache)
+    assert fixed is not None and calls == [1] and not note.endswith(", cached")
+    assert entry.stat().st_size > 1000
+
+
+def test_a_cached_rewrite_needs_no_onnx_package(nchwc, aligned_g_s, tmp_path):
+    import subprocess
+    import sys
+    cache = tmp_path / "blocked"
+    plain = _make(str(aligned_g_s))
+    assert ort_blocked.blocked_session(aligned_g_s, _make, plain, 4, cache)[0] is not None
+    code = ("import sys\nsys.modules['onnx'] = None\nfrom pathlib import Path\n"
+            "from fastlic.engines import ort_blocked\n"
+            "from fastlic.engines.onnxruntime_engine import make_session\n"
+            "make = lambda m, **kw: make_session(m, ['CPUExecutionProvider'], 1, **kw)\n"
+            f"g = Path({str(aligned_g_s)!r})\n"
+            f"s, note = ort_blocked.blocked_session(g, make, make(str(g)), 4, Path({str(cache)!r}))\n"
+            "print(note.endswith(', cached'), 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.strip() == "True False", done.stderr[-2000:]
+
+
+def test_an_unwritable_cache_still_gives_the_blocked_session(nchwc, aligned_g_s, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    plain = _make(str(aligned_g_s))
+    session, note = ort_blocked.blocked_session(aligned_g_s, _make, plain, 4, blocker / "sub")
+    assert session is not None and ", not cached: " in note

@@ -6,6 +6,11 @@ stage runs the file ``manifest.engines["onnxruntime"]`` names; if a session cann
 built from it (e.g. no DeformConv kernel before onnxruntime 1.25), the other variant
 of that stage is used (``g_a_gridsample.onnx``). InferenceSession.run is thread-safe.
 
+Layout: on the CPU provider alone, g_a and g_s run a rewrite of their graph that keeps
+onnxruntime's blocked convolution layout between the convolutions (:mod:`.ort_layout`),
+cached and checked bit for bit against the exported graph on every load
+(:mod:`.ort_blocked`); ``layout="plain"`` runs the exported graphs.
+
 Threads: each session owns an intra-op thread pool, unless :func:`share_thread_pool`
 has created onnxruntime's process-wide pool; then every session runs on that one.
 The stages run one after another, so one pool is enough, and it decodes faster than
@@ -139,7 +144,8 @@ LAYOUTS = ("blocked", "plain")
 
 
 def _stage_engine(directory: Path, manifest, stage: str, providers, threads,
-                  spinning: bool = False, layout: str = "blocked") -> OrtEngine:
+                  spinning: bool = False, layout: str = "blocked",
+                  cache: Path | None = None) -> OrtEngine:
     reasons = []
     for graph in manifest.candidates("onnxruntime", stage):
         try:
@@ -150,7 +156,7 @@ def _stage_engine(directory: Path, manifest, stage: str, providers, threads,
         if layout == "blocked" and providers == ["CPUExecutionProvider"] \
                 and stage in BLOCKED_STAGES:
             return _blocked_engine(directory / graph.file, session, stage, graph.file,
-                                   providers, threads, spinning)
+                                   providers, threads, spinning, cache)
         return OrtEngine(STAGES[stage], session, graph.file)
     raise EngineError(f"onnxruntime {ort.__version__} cannot run stage {stage}: "
                       + ("; ".join(reasons) or "no graph in the manifest")
@@ -165,22 +171,17 @@ BLOCKED_STAGES = {"g_a": 64, "g_s": 4}
 
 
 def _blocked_engine(path: Path, plain, stage: str, file: str, providers, threads,
-                    spinning) -> OrtEngine:
-    """The stage on :func:`.ort_layout.blocked_session`'s rewritten graph, or on the
+                    spinning, cache: Path | None) -> OrtEngine:
+    """The stage on :func:`.ort_blocked.blocked_session`'s rewritten graph, or on the
     plain session if nothing moved or the rewrite does not match it."""
+    from . import ort_blocked  # noqa: PLC0415
+
     def make(model: bytes, **settings):
         return make_session(model, providers, threads, spinning, **settings)
 
     try:
-        import onnx  # noqa: PLC0415 - only for the rewrite (0.6 s to import)
-
-        from . import ort_layout  # noqa: PLC0415
-    except ImportError:
-        return OrtEngine(STAGES[stage], plain, file,
-                         layout="plain (the rewrite needs the onnx package)")
-    try:
-        session, why = ort_layout.blocked_session(onnx.load(str(path)), make, plain,
-                                                  BLOCKED_STAGES[stage])
+        session, why = ort_blocked.blocked_session(path, make, plain, BLOCKED_STAGES[stage],
+                                                   cache)
     except Exception as exc:  # noqa: BLE001 - an unforeseen graph: run the plain one
         session, why = None, f"rewrite failed: {(str(exc).splitlines() or [repr(exc)])[0][:200]}"
     if session is None:
@@ -189,14 +190,16 @@ def _blocked_engine(path: Path, plain, stage: str, file: str, providers, threads
 
 
 def load_engines(model, providers=None, *, threads: int = 0, verify: bool = True,
-                 spinning: bool = False, layout: str = "blocked") -> dict[str, Engine]:
+                 spinning: bool = False, layout: str = "blocked",
+                 cache_dir: str | Path | None = None) -> dict[str, Engine]:
     """One engine per stage from an exported directory (or a FastLIC, exported unchecked
     to a temporary directory first). ``verify`` checks the graph hashes; ``threads``
     and ``spinning``: see :func:`session_options` (neither applies once
     :func:`share_thread_pool` has run). ``layout``: "blocked" rewrites the CPU graphs of
     g_a and g_s (``BLOCKED_STAGES``) to stay in onnxruntime's blocked layout
     (:mod:`.ort_layout`; same outputs bit for bit, checked on load), "plain" runs
-    them as exported."""
+    them as exported. The rewritten graphs are cached under ``cache_dir`` (default
+    :func:`fastlic.runtime.cache.cache_root`)/onnxruntime-blocked."""
     if layout not in LAYOUTS:
         raise EngineError(f"unknown onnxruntime layout {layout!r}; choose one of {list(LAYOUTS)}")
     from ..export.manifest import load_manifest  # noqa: PLC0415 - stdlib only
@@ -208,8 +211,11 @@ def load_engines(model, providers=None, *, threads: int = 0, verify: bool = True
         with tempfile.TemporaryDirectory(prefix="fastlic-onnx-") as tmp:
             export_model(model, tmp, check=False)
             return load_engines(tmp, providers, threads=threads, verify=verify, spinning=spinning,
-                                layout=layout)
+                                layout=layout, cache_dir=cache_dir)
+    from ..runtime.cache import cache_root  # noqa: PLC0415 - stdlib only
+
     directory = Path(model)
     manifest = load_manifest(directory, verify=verify)
-    return {s: _stage_engine(directory, manifest, s, providers, threads, spinning, layout)
+    cache = cache_root(cache_dir) / "onnxruntime-blocked"
+    return {s: _stage_engine(directory, manifest, s, providers, threads, spinning, layout, cache)
             for s in STAGES}

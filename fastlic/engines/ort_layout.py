@@ -21,13 +21,13 @@ shuffle is a transpose that moves whole blocks (``_blocked_depth_to_space``).
 ``Abs``, ``Mul`` and ``Div`` are elementwise, so they give the same values in any
 layout (padding channels hold zeros, which Abs and Mul keep; Div moves only where no
 channel pads). The optimised graph is specific to
-this machine's SIMD width and onnxruntime version, so it is made when the engine
-loads, never stored.
+this machine's SIMD width and onnxruntime version: the cache key holds both.
 
 Every rewrite moves or permutes values and leaves all arithmetic as onnxruntime's
 optimiser planned it, so the rewritten session must return the plain session's
-outputs bit for bit; :func:`blocked_session` checks that on a random probe input and
-falls back to the plain session otherwise. ``benchmarks/ort_layout.py`` measures it.
+outputs bit for bit; :mod:`.ort_blocked` checks that on a random probe input every
+time it loads one, caches the rewritten graph, and falls back to the plain session
+otherwise. ``benchmarks/ort_layout.py`` measures it.
 """
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ import tempfile
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from .ort_blocked import NHWC_KEY, NOTE_KEY
 
 NCHWC = "com.microsoft.nchwc"
 # Elementwise ops moved onto the blocked tensors. Abs and Mul keep the zeros of the
@@ -286,75 +288,14 @@ def _first_reader(nodes: list[onnx.NodeProto], name: str) -> int:
     return next((k for k, n in enumerate(nodes) if name in n.input), len(nodes))
 
 
-# ---- the session ------------------------------------------------------------------------
-def block_size(make) -> int:
-    """onnxruntime's NCHWc block (channels per SIMD block) on this CPU: the padded
-    channel count ReorderInput gives a four-channel tensor (its least). make: see
-    :func:`blocked_session`."""
-    if not _BLOCK:
-        x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 1, 1])
-        y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
-        node = helper.make_node("ReorderInput", ["x"], ["y"], domain=NCHWC)
-        model = helper.make_model(helper.make_graph([node], "probe", [x], [y]), opset_imports=[
-            helper.make_opsetid("", 19), helper.make_opsetid(NCHWC, 1)])
-        session = make(model.SerializeToString())
-        _BLOCK.append(int(session.run(None, {"x": np.zeros((1, 4, 1, 1), np.float32)})[0].shape[1]))
-    return _BLOCK[0]
-
-
-_BLOCK: list[int] = []   # block_size's answer, once per process
-
-
-def probe_feed(session, size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random float32 inputs for ``session``: batch 1, ``size`` for the symbolic sizes."""
-    rng = np.random.default_rng(seed)
-    feed = {}
-    for arg in session.get_inputs():
-        shape = [d if isinstance(d, int) else size for d in arg.shape]
-        shape[0] = 1
-        feed[arg.name] = (3 * rng.standard_normal(shape)).astype(np.float32)
-    return feed
-
-
-class BlockedSession:
-    """An InferenceSession of a rewritten graph that answers like the plain one: the
-    outputs it writes channels-last come back as (N, C, H, W) views of them."""
-
-    def __init__(self, session, nhwc: tuple[str, ...], note: str):
-        self.session, self.note = session, note
-        self._nhwc = {k for k, o in enumerate(session.get_outputs()) if o.name in nhwc}
-
-    def run(self, names, feed) -> list[np.ndarray]:
-        names = names or [o.name for o in self.session.get_outputs()]
-        order = [o.name for o in self.session.get_outputs()]
-        outputs = self.session.run(names, feed)
-        return [x.transpose(0, 3, 1, 2) if order.index(n) in self._nhwc else x
-                for n, x in zip(names, outputs)]
-
-    def get_providers(self) -> list[str]:
-        return self.session.get_providers()
-
-    def get_inputs(self):
-        return self.session.get_inputs()
-
-
-def same_outputs(a, b, feed) -> bool:
-    """Whether sessions a and b give bit-identical outputs on ``feed``."""
-    return all(np.array_equal(x, y, equal_nan=True)
-               for x, y in zip(a.run(None, feed), b.run(None, feed)))
-
-
-def blocked_session(model: onnx.ModelProto, make, reference,
-                    probe_size: int = 4) -> tuple[BlockedSession | None, str]:
-    """The rewritten session of ``model`` and what moved, or (None, why not).
-
-    make(model_bytes, **session_settings) builds a session with the engine's options;
-    reference is the plain session, which the result must match bit for bit on a random
-    input of ``probe_size`` x ``probe_size`` positions."""
-    import onnxruntime as ort  # noqa: PLC0415
-
-    block = block_size(make)
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+# ---- the whole rewrite --------------------------------------------------------------
+def rewrite(graph: bytes, block: int, make) -> bytes | None:
+    """The blocked graph of the stage graph ``graph`` (serialised ONNX), optimised by
+    onnxruntime for this machine, or None if nothing moved. make(model_bytes,
+    **session_settings) builds a session with the engine's options. The result's
+    metadata holds its channels-last outputs (``NHWC_KEY``, comma-separated) and a
+    one-line note (``NOTE_KEY``); load it with optimisations off."""
+    model = onnx.ModelProto.FromString(graph)
     shuffles = prepare(model, block)
     with tempfile.TemporaryDirectory(prefix="fastlic-ort-") as tmp:
         path = os.path.join(tmp, "optimised.onnx")
@@ -363,11 +304,8 @@ def blocked_session(model: onnx.ModelProto, make, reference,
         optimised = onnx.load(path)
     moved, nhwc = keep_blocked(optimised, block)
     if not moved:
-        return None, "no operator to move"
+        return None
     note = (f"{moved} operators moved, {shuffles} shuffles phase-major"
             + (f", {', '.join(nhwc)} channels-last" if nhwc else ""))
-    session = BlockedSession(make(optimised.SerializeToString(), graph_optimization_level=(
-        ort.GraphOptimizationLevel.ORT_DISABLE_ALL)), nhwc, note)
-    if not same_outputs(reference, session, probe_feed(reference, probe_size)):
-        return None, "the rewritten graph's outputs differ from the plain graph's"
-    return session, note
+    helper.set_model_props(optimised, {NHWC_KEY: ",".join(nhwc), NOTE_KEY: note})
+    return optimised.SerializeToString()

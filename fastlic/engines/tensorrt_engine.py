@@ -13,7 +13,7 @@ Options of :func:`load_engines`: ``device`` ("cuda" or "cuda:N"), ``precision``
 TensorRT >= 10.6; "native": the parser's DeformConv, >= 10.1; see
 :mod:`fastlic.engines.tensorrt_plugin`), the profile (``min_size``, ``opt_size``,
 ``max_size`` as (H, W) pixels, multiples of 64, and ``max_batch``), ``cache_dir``
-(default :func:`fastlic.runtime.models.cache_root`, i.e. ~/.cache/fastlic) and
+(default :func:`fastlic.runtime.cache.cache_root`, i.e. ~/.cache/fastlic) and
 ``verify`` (check the graph hashes of the manifest).
 
 ``tensorrt`` is imported only when this backend is chosen (:func:`import_tensorrt`,
@@ -172,7 +172,7 @@ def load_engines(model, device: str = "cuda", *, precision: str = "fp16", deform
                                 min_size=min_size, opt_size=opt_size, max_size=max_size,
                                 max_batch=max_batch, cache_dir=cache_dir, verify=verify, log=log)
     from ..export.manifest import load_manifest  # noqa: PLC0415 - stdlib only
-    from ..runtime.models import cache_root  # noqa: PLC0415
+    from ..runtime.cache import cache_root  # noqa: PLC0415
 
     directory = Path(model)
     manifest = load_manifest(directory, verify=verify)

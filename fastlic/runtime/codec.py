@@ -193,6 +193,8 @@ class Codec:
             shipped = shipped_from_dir(directory, weights, options.pop("verify", True))
             if backend == "tensorrt":   # its engine cache and build progress
                 options.update(cache_dir=cache_dir, log=log)
+            else:   # the blocked graphs' cache
+                options.update(cache_dir=cache_dir)
             engines = load_engines(backend, directory, verify=False, **options)
         else:
             path = weights or DEFAULT_WEIGHTS

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from ..engines import BACKENDS
 from ..entropy.tables import EntropyTables
 from ..errors import EngineError, ManifestError, ModelLoadError, ModelMismatchError, UsageError
+from .cache import cache_root  # noqa: F401 - also fastlic.runtime.models.cache_root
 
 if TYPE_CHECKING:
     from .codec import ModelInfo
@@ -168,15 +169,6 @@ def shipped_from_dir(directory: Path, weights: Path | None, verify: bool = True)
         raise ModelLoadError(f"{directory} was exported from another model than {weights}; "
                              "pass the matching --model-dir or export this model")
     return read_shipped(directory / manifest.weights_file)
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir``, else $FASTLIC_CACHE_DIR, else $XDG_CACHE_HOME/fastlic or ~/.cache/fastlic."""
-    if cache_dir:
-        return Path(cache_dir)
-    if os.environ.get("FASTLIC_CACHE_DIR"):
-        return Path(os.environ["FASTLIC_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastlic"
 
 
 def cached_export(weights: Path, cache_dir: str | Path | None = None, log=None) -> Path:
