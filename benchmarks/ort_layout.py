@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--pause", type=float, default=0.05, help="seconds before each decode")
+    p.add_argument("--pause", type=float, default=0.05, help="seconds before each encode and decode")
     args = p.parse_args(argv)
     import onnxruntime as ort
 

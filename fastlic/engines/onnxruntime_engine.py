@@ -143,6 +143,12 @@ def make_session(model: Path | bytes, providers: list, threads: int = 0,
 LAYOUTS = ("blocked", "plain")
 
 
+def error_line(exc: BaseException) -> str:
+    """The first line of an onnxruntime exception (its messages run to pages), at most
+    200 characters."""
+    return (str(exc).splitlines() or [repr(exc)])[0][:200]
+
+
 def _stage_engine(directory: Path, manifest, stage: str, providers, threads,
                   spinning: bool = False, layout: str = "blocked",
                   cache: Path | None = None) -> OrtEngine:
@@ -151,7 +157,7 @@ def _stage_engine(directory: Path, manifest, stage: str, providers, threads,
         try:
             session = make_session(directory / graph.file, providers, threads, spinning)
         except Exception as exc:  # noqa: BLE001 - NOT_IMPLEMENTED, INVALID_GRAPH, ...
-            reasons.append(f"{graph.file}: {(str(exc).splitlines() or [repr(exc)])[0][:200]}")
+            reasons.append(f"{graph.file}: {error_line(exc)}")
             continue
         if layout == "blocked" and providers == ["CPUExecutionProvider"] \
                 and stage in BLOCKED_STAGES:
@@ -164,7 +170,7 @@ def _stage_engine(directory: Path, manifest, stage: str, providers, threads,
 
 
 # The stages whose CPU graph is rewritten, with the spatial size of the probe input
-# that checks the rewrite (an image for g_a, a latent for g_s). Each runs about 8 %
+# that checks the rewrite (an image for g_a, a latent for g_s). Each runs 8-10 %
 # faster so; h_s's smaller tensors gained nothing, and anchor and nonanchor have
 # nothing to move (benchmarks/ort_layout.py).
 BLOCKED_STAGES = {"g_a": 64, "g_s": 4}
@@ -183,7 +189,7 @@ def _blocked_engine(path: Path, plain, stage: str, file: str, providers, threads
         session, why = ort_blocked.blocked_session(path, make, plain, BLOCKED_STAGES[stage],
                                                    cache)
     except Exception as exc:  # noqa: BLE001 - an unforeseen graph: run the plain one
-        session, why = None, f"rewrite failed: {(str(exc).splitlines() or [repr(exc)])[0][:200]}"
+        session, why = None, f"rewrite failed: {error_line(exc)}"
     if session is None:
         return OrtEngine(STAGES[stage], plain, file, layout=f"plain ({why})")
     return OrtEngine(STAGES[stage], session, file, layout=f"blocked ({why})")

@@ -103,13 +103,13 @@ def check_graph(path: Path, stage: str, refs: list[dict], rtol: float = RTOL,
     """Run ``path`` in onnxruntime (CPU) on each reference and compare every output."""
     import onnxruntime as ort  # noqa: PLC0415 - lazy backend
 
-    from ..engines.onnxruntime_engine import make_session  # noqa: PLC0415
+    from ..engines.onnxruntime_engine import error_line, make_session  # noqa: PLC0415
 
     try:
         session = make_session(path, ["CPUExecutionProvider"], threads)
     except Exception as exc:  # noqa: BLE001 - e.g. NOT_IMPLEMENTED DeformConv on old ORT
         return GraphCheck(stage, {}, "", f"onnxruntime {ort.__version__} cannot load it: "
-                          f"{(str(exc).splitlines() or [repr(exc)])[0][:200]}", ())
+                          f"{error_line(exc)}", ())
     worst: dict[str, OutputError] = {}
     bad: dict[str, OutputError] = {}
     spec = STAGES[stage]
