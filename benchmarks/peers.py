@@ -12,8 +12,13 @@ fetched here): the timing depends on the architecture, not the weights, but
 their bpp is meaningless. Every codec's time includes its uint8 -> float
 conversion and padding (encode) and its crop -> uint8 (decode).
 
-fastlic runs three times: on the torch engines without and with its reconstruction
-checksum, and (when onnxruntime is installed) on the onnxruntime engines without it.
+fastlic runs four times: on the torch engines without and with its reconstruction
+checksum, on the torch engines with ``dtype="bfloat16"`` (g_s in bf16,
+:mod:`fastlic.model.bfloat16`; fast where the CPU has AMX or AVX512-BF16, the header says)
+without it, and (when onnxruntime is installed) on the onnxruntime engines without it.
+With ``--peers-bf16`` the peers also run a second time under
+``torch.autocast("cpu", torch.bfloat16)`` (their convolutions in bf16), so that the
+bfloat16 row has a same-precision comparison too.
 
 Per image, the codecs run in turn (interleaved); a warm-up run of the first
 image per codec comes first and is not counted. Reported: medians per codec, the
@@ -95,6 +100,7 @@ def fastlic_runners(weights: Path | None, cache_dir: Path | None = None,
     g_s to store the reconstruction CRC and whose decoder checks it, then (if onnxruntime
     is installed) the onnxruntime engines without the checksum, on a pool per stage of
     ``threads`` threads (the library default; the export goes to ``cache_dir``)."""
+    from fastlic.model.bfloat16 import native_bf16
     from fastlic.model.weights import load_model
     from fastlic.runtime.codec import DEFAULT_WEIGHTS, Codec
     codec = Codec.load(weights)
@@ -103,12 +109,18 @@ def fastlic_runners(weights: Path | None, cache_dir: Path | None = None,
     if codec.info.name == "fastlic-small-random":
         note += "; random-initialised, every latent channel coded (worst case; bpp meaningless)"
     params = decoder_param_count(model)
+    bf16 = Codec.load(weights, dtype="bfloat16")
+    native = "native" if native_bf16() else "emulated: no AMX or AVX512-BF16 here"
     return [Runner("fastlic", lambda img: codec.compress(img, checksum=False), codec.decompress,
                    len, params, note + "; --no-checksum, as the peers (the base of the ratios)"),
             Runner("fastlic (default)", codec.compress, codec.decompress, len, params,
                    "the same codec with its default reconstruction checksum: encode also "
-                   "runs g_s, decode checks the CRC"), *_onnxruntime_runner(weights, cache_dir,
-                                                                          threads, params)]
+                   "runs g_s, decode checks the CRC"),
+            Runner("fastlic (bfloat16)", lambda img: bf16.compress(img, checksum=False),
+                   bf16.decompress, len, params,
+                   f"the same codec with dtype bfloat16: g_s in bf16 ({native}), the other "
+                   "stages float32, the same bitstreams; --no-checksum"),
+            *_onnxruntime_runner(weights, cache_dir, threads, params)]
 
 
 def _onnxruntime_runner(weights, cache_dir, threads: int, params: int) -> list[Runner]:
@@ -144,39 +156,49 @@ def _payload_bytes(strings) -> int:
     return sum(_payload_bytes(s) for s in strings)
 
 
-def compressai_runner(name: str, model: torch.nn.Module, note: str) -> Runner:
-    """Wrap a CompressAI model; ``update()`` builds its CDF tables first."""
+def compressai_runner(name: str, model: torch.nn.Module, note: str,
+                      bf16: bool = False) -> Runner:
+    """Wrap a CompressAI model; ``update()`` builds its CDF tables first. bf16: run it
+    under CPU autocast to bfloat16."""
     model = model.eval()
     model.update(force=True)
 
+    def mode():
+        return torch.autocast("cpu", torch.bfloat16, enabled=bf16)
+
     def encode(img):
-        with torch.inference_mode():
+        with torch.inference_mode(), mode():
             out = model.compress(_to_tensor(img))
         return out["strings"], out["shape"], img.shape[:2]
 
     def decode(payload):
         strings, shape, (h, w) = payload
-        with torch.inference_mode():
+        with torch.inference_mode(), mode():
             x_hat = model.decompress(strings, shape)["x_hat"]
-        rgb = x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
+        rgb = x_hat[0, :, :h, :w].float().clamp(0, 1).mul(255).round().to(torch.uint8)
         return rgb.permute(1, 2, 0).numpy()
 
     return Runner(name, encode, decode, lambda p: _payload_bytes(p[0]),
                   decoder_param_count(model), note)
 
 
-def peer_runners() -> list[Runner]:
+def peer_runners(bf16: bool = False) -> list[Runner]:
+    """mbt2018 and cheng2020-ckbd; with ``bf16`` each a second time under autocast."""
     from _compressai_shim import import_compressai
     compressai = import_compressai()
     from compressai.models import Cheng2020AnchorCheckerboard
     from compressai.zoo import mbt2018
     torch.manual_seed(0)
-    return [
-        compressai_runner("mbt2018", mbt2018(quality=3, pretrained=False),
-                          f"CompressAI {compressai.__version__} mbt2018 q3 (N=M=192), serial context"),
-        compressai_runner("cheng2020-ckbd", Cheng2020AnchorCheckerboard(N=128),
-                          f"CompressAI {compressai.__version__} Cheng2020AnchorCheckerboard N=128"),
-    ]
+    peers = [("mbt2018", mbt2018(quality=3, pretrained=False),
+              f"CompressAI {compressai.__version__} mbt2018 q3 (N=M=192), serial context"),
+             ("cheng2020-ckbd", Cheng2020AnchorCheckerboard(N=128),
+              f"CompressAI {compressai.__version__} Cheng2020AnchorCheckerboard N=128")]
+    runners = [compressai_runner(name, model, note) for name, model, note in peers]
+    if bf16:
+        runners += [compressai_runner(f"{name} (bf16 autocast)", model,
+                                      f"the same {name} under torch.autocast('cpu', bfloat16)",
+                                      bf16=True) for name, model, _ in peers]
+    return runners
 
 
 # ---- timing --------------------------------------------------------------------------
@@ -251,12 +273,14 @@ def report(runners: list[Runner], results: dict[str, Timings]) -> str:
         f"encode {_median_ms(results[p].encode) / base_enc:.1f}x faster"
         + (f" ({_median_ms(results[p].encode) / _median_ms(default.encode):.1f}x with the "
            "default checksum)" if default else "") for p in peers)
-    ort = results.get("fastlic (onnxruntime)")
-    if ort:
-        speedups += "\n" + "; ".join(
-            f"fastlic (onnxruntime) vs {p}: decode "
-            f"{_median_ms(results[p].decode) / _median_ms(ort.decode):.1f}x faster, encode "
-            f"{_median_ms(results[p].encode) / _median_ms(ort.encode):.1f}x faster" for p in peers)
+    for variant in ("fastlic (bfloat16)", "fastlic (onnxruntime)"):
+        other = results.get(variant)
+        if other:
+            speedups += "\n" + "; ".join(
+                f"{variant} vs {p}: decode "
+                f"{_median_ms(results[p].decode) / _median_ms(other.decode):.1f}x faster, encode "
+                f"{_median_ms(results[p].encode) / _median_ms(other.encode):.1f}x faster"
+                for p in peers)
     return (f"{table}\n\n**peer weights random-initialised (timing only; their bpp is meaningless)**\n"
             f"{notes}\n- decoder params: everything but g_a, h_a and the factorized z prior\n"
             f"- ratios are ratios of medians; > 1 means fastlic is faster\n\n{speedups}")
@@ -278,6 +302,8 @@ def parse_args(argv):
                    help="torch threads for every codec (default: torch's, i.e. all cores "
                         "unless OMP_NUM_THREADS says otherwise)")
     p.add_argument("--warmup", type=int, default=1, help="uncounted runs of the first image per codec")
+    p.add_argument("--peers-bf16", action="store_true",
+                   help="also run each peer under CPU autocast to bfloat16 (doubles the peers' time)")
     return p.parse_args(argv)
 
 
@@ -291,7 +317,7 @@ def main(argv=None) -> int:
         print(f"no PNG images in {folder}: nothing to compare (skipped)", file=sys.stderr)
         return 0
     try:
-        peers = peer_runners()
+        peers = peer_runners(args.peers_bf16)
     except ImportError as exc:
         print(f"CompressAI peers unavailable, skipped: {exc}", file=sys.stderr)
         return 0

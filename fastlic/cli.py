@@ -15,7 +15,7 @@
 Model and engine options (compress, decompress, demo, profile, bench):
     -q/--quality N (not decompress: it picks each file's shipped model)
     --model W.safetensors  --backend torch|onnxruntime|tensorrt  --model-dir EXPORT_DIR
-    --device cpu|cuda[:N]  --dtype float32|float16  --cuda-graphs  --threads N
+    --device cpu|cuda[:N]  --dtype float32|float16|bfloat16  --cuda-graphs  --threads N
 With --backend onnxruntime or tensorrt and no --model-dir, the model is exported once
 to ~/.cache/fastlic (or $FASTLIC_CACHE_DIR) and reused; tensorrt (needs --device cuda)
 also caches its built engines there.
@@ -50,7 +50,9 @@ def _add_model_args(p: argparse.ArgumentParser, quality: bool = True) -> None:
     g.add_argument("--model-dir", help="`fastlic export` directory (onnxruntime, tensorrt; "
                                        "default: exported once to the cache)")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    g.add_argument("--dtype", default="float32", help="torch on CUDA: float32 or float16")
+    g.add_argument("--dtype", default="float32",
+                   help="torch: float32; float16 (CUDA); bfloat16 (g_s only, for CPUs with "
+                        "AMX or AVX512-BF16; the same bitstreams)")
     g.add_argument("--cuda-graphs", action="store_true", help="torch on CUDA: replay CUDA graphs")
     g.add_argument("--threads", type=int, default=0,
                    help="intra-op threads (0: the backend decides)")

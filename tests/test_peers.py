@@ -44,7 +44,10 @@ def test_rans_extension_round_trip(peers):
 
 def test_peer_runner_pads_and_crops(peers):
     img = np.random.default_rng(0).integers(0, 256, (40, 70, 3), dtype=np.uint8)  # not x64
-    for runner in peers.peer_runners():
+    runners = peers.peer_runners(bf16=True)
+    assert [r.name for r in runners][2:] == ["mbt2018 (bf16 autocast)",
+                                             "cheng2020-ckbd (bf16 autocast)"]
+    for runner in runners:
         enc, dec, size = peers.time_one(runner, img)
         assert enc > 0 and dec > 0 and size > 0
         assert 0 < runner.decoder_params
@@ -54,12 +57,15 @@ def test_main_reports_every_codec(peers, tmp_path, capsys):
     rng = np.random.default_rng(1)
     for i in range(2):
         Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    assert peers.main([str(tmp_path), "--limit", "1", "--random-small", "--threads", "1"]) == 0
+    assert peers.main([str(tmp_path), "--limit", "1", "--random-small", "--threads", "1",
+                       "--peers-bf16"]) == 0
     out = capsys.readouterr().out
     assert "peer weights random-initialised (timing only; their bpp is meaningless)" in out
     assert "x with the default checksum)" in out
-    for name in ("| fastlic |", "| fastlic (default) |", "| fastlic (onnxruntime) |",
-                 "| mbt2018 |", "| cheng2020-ckbd |"):
+    assert "fastlic (bfloat16) vs mbt2018 (bf16 autocast): decode" in out
+    for name in ("| fastlic |", "| fastlic (default) |", "| fastlic (bfloat16) |",
+                 "| fastlic (onnxruntime) |", "| mbt2018 |", "| cheng2020-ckbd |",
+                 "| mbt2018 (bf16 autocast) |"):
         assert name in out
 
 

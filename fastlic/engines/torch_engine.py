@@ -1,8 +1,11 @@
 """PyTorch backend: each stage calls the matching FastLIC method under inference_mode.
 
-Options: ``device`` ("cpu", "cuda", "cuda:N"), ``dtype`` ("float32", or "float16" on
+Options: ``device`` ("cpu", "cuda", "cuda:N"), ``dtype`` ("float32"; "float16" on
 CUDA: the networks run in half precision except the layers the FP16 graphs keep in
-FP32, :mod:`fastlic.model.precision`; inputs and outputs stay float32 numpy),
+FP32, :mod:`fastlic.model.precision`; "bfloat16": g_s alone runs in bf16 with a
+float32-accurate output, :mod:`fastlic.model.bfloat16`, for CPUs with AMX or
+AVX512-BF16, and every other stage stays float32, so bitstreams are those of float32;
+inputs and outputs stay float32 numpy),
 ``cuda_graphs`` (capture one CUDA graph per stage and input shape, replayed on later
 calls; CUDA only). On CUDA each engine times its copies as the sub-stages
 ``<stage>.h2d`` and ``<stage>.d2h`` of the active profiling timer.
@@ -20,13 +23,15 @@ import numpy as np
 import torch
 
 from ..errors import EngineError
+from ..model.bfloat16 import native_bf16, to_bf16_synthesis
 from ..model.packed import to_packed
 from ..model.precision import to_half
 from ..model.subpixel import to_subpixel
 from ..runtime.profiling import sub_stage
 from .base import STAGES, Engine, StageSpec
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BF16_STAGES = ("g_s",)   # the stages dtype bfloat16 runs in bf16 (module docstring)
 METHODS = {"g_a": "analysis", "h_a": "hyper_analysis", "h_s": "hyper_synthesis",
            "anchor": "anchor_params", "nonanchor": "nonanchor_params", "g_s": "synthesis"}
 MAX_GRAPHS = 8   # captured shapes kept per stage; the least recently used is dropped beyond this
@@ -40,13 +45,18 @@ class TorchEngine(Engine):
         super().__init__(spec)
         self.fn = fn
         self.device = torch.device(device)
-        self.dtype = DTYPES[dtype]
+        self.compute = DTYPES[dtype]
+        # a bf16 stage's module takes float32 and casts itself (fastlic.model.bfloat16)
+        self.dtype = torch.float32 if dtype == "bfloat16" else self.compute
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.copies = self.device.type != "cpu"   # time copies only where they are copies
 
     def describe(self) -> str:
         layout = "channels_last" if self.memory_format == torch.channels_last else "NCHW"
-        return f"torch {type(self).__name__} on {self.device}, {self.dtype}, {layout}"
+        compute = str(self.compute)
+        if self.compute == torch.bfloat16 and self.device.type == "cpu":
+            compute += " (native)" if native_bf16() else " (emulated: slower than float32)"
+        return f"torch {type(self).__name__} on {self.device}, {compute}, {layout}"
 
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the CPU)."""
@@ -127,8 +137,8 @@ def check_options(device: str, dtype: str, cuda_graphs: bool) -> torch.device:
         raise EngineError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
     if dev.type == "cuda":
         _check_cuda(dev)
-    elif dtype != "float32" or cuda_graphs:
-        what = "dtype float16" if dtype != "float32" else "CUDA graphs"
+    elif dtype == "float16" or cuda_graphs:
+        what = "dtype float16" if dtype == "float16" else "CUDA graphs"
         raise EngineError(f"{what} needs a CUDA device; pass device cuda or drop the option")
     return dev
 
@@ -145,7 +155,8 @@ def load_engines(model, device: str = "cpu", dtype: str = "float32",
                  cuda_graphs: bool = False, threads: int = 0,
                  subpixel: bool = True, packed: bool = True,
                  channels_last: bool | None = None) -> dict[str, Engine]:
-    """One engine per stage of ``model`` on ``device`` in ``dtype``.
+    """One engine per stage of ``model`` on ``device`` in ``dtype`` (bfloat16: g_s only,
+    see BF16_STAGES).
 
     threads > 0 sets torch's intra-op thread count (process-wide). subpixel: run
     the transposed convolutions of h_s and g_s as conv + pixel shuffle
@@ -159,6 +170,8 @@ def load_engines(model, device: str = "cpu", dtype: str = "float32",
     (``benchmarks/decode_variants.py``), off on CUDA, where it has not been measured.
     """
     dev = check_options(device, dtype, cuda_graphs)
+    if dtype == "bfloat16" and not subpixel:
+        raise EngineError("dtype bfloat16 runs g_s in its subpixel form; drop subpixel=False")
     if channels_last is None:
         channels_last = dev.type == "cpu"
     if threads > 0:
@@ -172,8 +185,13 @@ def load_engines(model, device: str = "cpu", dtype: str = "float32",
     model = model.to(dev).eval()
     if dtype == "float16":    # with the FP32 layers of the FP16 graphs
         model = to_half(model)
+    elif dtype == "bfloat16":
+        model = to_bf16_synthesis(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     cls = GraphedTorchEngine if cuda_graphs else TorchEngine
-    return {name: cls(STAGES[name], getattr(model, METHODS[name]), str(dev), dtype, channels_last)
-            for name in STAGES}
+
+    def stage_dtype(name: str) -> str:
+        return dtype if dtype != "bfloat16" or name in BF16_STAGES else "float32"
+    return {name: cls(STAGES[name], getattr(model, METHODS[name]), str(dev), stage_dtype(name),
+                      channels_last) for name in STAGES}

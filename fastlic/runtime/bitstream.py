@@ -346,5 +346,5 @@ def check_reconstruction(header: Header, image: np.ndarray) -> None:
     if computed != header.recon_crc:
         raise ReconstructionMismatchError(
             f"the decoded image differs from the encoder's reconstruction (CRC {computed:#010x}"
-            f" != {header.recon_crc:#010x}); decode with the encoder's backend and device, or "
-            "pass --no-verify (verify=False) to accept float differences")
+            f" != {header.recon_crc:#010x}); decode with the encoder's backend, device and "
+            "dtype, or pass --no-verify (verify=False) to accept float differences")
