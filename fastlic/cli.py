@@ -230,7 +230,8 @@ def demo_main(argv: list[str]) -> int:
     from skimage import data as skdata
     from .evaluation.metrics import psnr
     codec = _load_codec(args)
-    print(f"model {codec.info.name} ({codec.info.weights_hash.hex()}), backend {args.backend}")
+    dtype = "" if args.dtype == "float32" else f", dtype {args.dtype}"
+    print(f"model {codec.info.name} ({codec.info.weights_hash.hex()}), backend {args.backend}{dtype}")
     print(f"{'image':<12}{'size':>10}{'bpp':>8}{'PSNR dB':>9}{'enc ms':>9}{'dec ms':>9}  bit-exact")
     for name in ("astronaut", "coffee", "chelsea", "camera", "rocket"):
         image = getattr(skdata, name)()
@@ -286,10 +287,10 @@ def bench_main(argv: list[str]) -> int:
     files = image_files(args.folder)
     codec = _load_codec(args)
     enc, dec, bpp = bench(codec, files, args.repeat, checksum=args.checksum)
-    print(format_report(codec, len(files), args.repeat, enc, dec, bpp))
+    print(format_report(codec, len(files), args.repeat, enc, dec, bpp, args.dtype))
     if args.json:
         summary = {"images": len(files), "repeat": args.repeat, "checksum": args.checksum,
-                   "backend": codec.backend,
+                   "backend": codec.backend, "dtype": args.dtype,
                    "device": codec.device, "mean_bpp": bpp,
                    "encode": enc.summary(), "decode": dec.summary()}
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")

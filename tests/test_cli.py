@@ -152,3 +152,15 @@ def test_shipping_the_same_model_twice_gives_the_same_file(tiny_model, tmp_path)
     for p in paths:
         ship_model(tiny_model, p, name="fastlic-tiny-test", quality=1, metadata={"a": "1", "b": "2"})
     assert len({file_hash(p) for p in paths}) == 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_demo_round_trips_the_photos_bit_exactly(dtype, capsys):
+    """The README's main job: the shipped model on scikit-image's photos."""
+    assert main(["demo", "--dtype", dtype]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("model fastlic-") and (f"dtype {dtype}" in out[0]) == (dtype != "float32")
+    rows = out[2:]
+    assert len(rows) == 5 and all(row.endswith("  yes") for row in rows)
+    psnrs = [float(row.split()[3]) for row in rows]
+    assert all(25 < p < 40 for p in psnrs), psnrs

@@ -117,6 +117,13 @@ def test_bench_reports_percentiles_and_throughput(shipped_tiny, photo, tmp_path,
     assert main(["bench", str(folder), "--model", str(shipped_tiny), "--no-checksum",
                  "--json", str(fast)]) == 0
     assert json.loads(fast.read_text())["mean_bpp"] < summary["mean_bpp"]   # 4 bytes less
+    assert summary["dtype"] == "float32"
+    bf16 = tmp_path / "bf16.json"
+    capsys.readouterr()
+    assert main(["bench", str(folder), "--model", str(shipped_tiny), "--dtype", "bfloat16",
+                 "--repeat", "1", "--json", str(bf16)]) == 0
+    assert "on cpu (bfloat16)" in capsys.readouterr().out
+    assert json.loads(bf16.read_text())["dtype"] == "bfloat16"
     for name in ("encode", "decode"):
         s = summary[name]
         assert s["calls"] == 6 and 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"]

@@ -78,8 +78,9 @@ def bench(codec, files: list[Path], repeat: int = 1, progress: bool = True,
 
 
 def format_report(codec, n_files: int, repeat: int, enc: Latency, dec: Latency,
-                  bpp: float) -> str:
-    lines = [f"{n_files} images x {repeat}, backend {codec.backend} on {codec.device}, "
+                  bpp: float, dtype: str = "float32") -> str:
+    on = codec.device if dtype == "float32" else f"{codec.device} ({dtype})"
+    lines = [f"{n_files} images x {repeat}, backend {codec.backend} on {on}, "
              f"model {codec.info.name}, mean {bpp:.3f} bpp",
              f"{'':<8}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'img/s':>10}{'MP/s':>9}"]
     for name, lat in (("encode", enc), ("decode", dec)):
