@@ -91,6 +91,20 @@ def test_bf16_synthesis_tracks_float32(tiny_model):
         Bf16Synthesis(tiny_model.g_s)
 
 
+def test_bf16_synthesis_keeps_residual_blocks():
+    from fastlic.model import FastLIC, get_config
+    from fastlic.model.layers import ResidualBlock
+    torch.manual_seed(3)
+    model = to_subpixel(FastLIC(get_config("tiny_teacher")).eval())     # dec_blocks=1
+    bf16 = Bf16Synthesis(model.g_s)
+    blocks = [m for m in bf16.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 3 and all(b.conv1.weight.dtype == B for b in blocks)
+    y_hat = torch.round(4 * torch.randn(1, model.cfg.latent_channels, 3, 4))
+    with torch.inference_mode():
+        exact, out = model.g_s(y_hat), bf16(y_hat)
+    assert (out - exact).abs().max() < 0.02 * exact.abs().max()
+
+
 def test_bfloat16_engines_run_only_g_s_in_bf16(tiny_model):
     engines = torch_engine.load_engines(tiny_model, dtype="bfloat16")
     assert {n for n, e in engines.items() if e.compute == B} == set(torch_engine.BF16_STAGES)
