@@ -165,9 +165,12 @@ def test_other_table_indices_across_backends_raise(torch_codec, ort_codec, photo
         drifted.decompress(torch_codec.compress(photo))
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_one_codec_decodes_from_four_threads_identically(backend, torch_codec, ort_codec, images):
-    codec = torch_codec if backend == "torch" else ort_codec
+@pytest.mark.parametrize("backend", ["torch", "torch bfloat16", "onnxruntime"])
+def test_one_codec_decodes_from_four_threads_identically(backend, torch_codec, ort_codec, images,
+                                                        shipped_tiny):
+    codec = {"torch": torch_codec, "onnxruntime": ort_codec}.get(backend)
+    if codec is None:
+        codec = Codec.load(shipped_tiny, dtype="bfloat16")
     streams = [codec.compress(im) for im in images.values()]
     streams.append(streams[0])
     expected = [codec.decompress(s) for s in streams[:4]]
