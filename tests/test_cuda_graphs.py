@@ -204,3 +204,22 @@ def test_codec_on_cuda_graphs(tiny_model, tiny_codec, photo, dtype, cuda_graphs)
         image = codec.decompress(data)
     cpu = tiny_codec.decompress(tiny_codec.compress(photo)).astype(int)
     assert np.abs(image.astype(int) - cpu).mean() < 2.0
+
+
+def test_the_device_check_runs_on_the_cpu(capsys):
+    """benchmarks/gpu_check.py, which a session lent a GPU runs: on the CPU it loads
+    float32 and bfloat16, names the CUDA-only setups it could not load, and the CPU's
+    own files decode on the CPU float32 codec."""
+    import importlib
+    import sys
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:        # plain ``pytest`` does not put the checkout on the path
+        sys.path.insert(0, root)
+    check = importlib.import_module("benchmarks.gpu_check")
+    assert check.main(["--device", "cpu", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| float32 | 5/5 |" in out and "| bfloat16 | 5/5 |" in out
+    assert "| float32 | 5/5 | 0 | 0 | 5/5 | 0.000 |" in out
+    if not torch.cuda.is_available():
+        assert "- float16: EngineError: dtype float16 needs a CUDA device" in out
