@@ -140,3 +140,11 @@ def test_bench_and_profile_usage_errors(shipped_tiny, tmp_path, png, capsys):
     err = capsys.readouterr().err
     assert err.count("fastlic: error:") == 5 and "Traceback" not in err
     assert err.count("--repeat must be at least 1") == 2
+
+
+def test_the_chart_title_names_16_bit_stages(tiny_model, tiny_codec, photo):
+    from fastlic.runtime.codec import Codec
+    from fastlic.runtime.profile import _halves, profile_codec
+    assert _halves(profile_codec(tiny_codec, photo, repeat=1)) == ""
+    bf16 = Codec.from_model(tiny_model, dtype="bfloat16")
+    assert _halves(profile_codec(bf16, photo, repeat=1)) == " (bfloat16: g_s)"

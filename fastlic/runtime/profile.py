@@ -106,6 +106,18 @@ def write_json(p: Profile, path: str | Path) -> None:
     Path(path).write_text(json.dumps(p.to_dict(), indent=2) + "\n")
 
 
+def _halves(p: Profile) -> str:
+    """" (bfloat16: g_s)"-style note of the stages that run in 16 bits, from their engines'
+    descriptions; "" when all run in 32."""
+    found: dict[str, list[str]] = {}
+    for stage, what in p.engines.items():
+        for dtype in ("bfloat16", "float16"):
+            if f"torch.{dtype}" in what or f" {dtype}" in what:
+                found.setdefault(dtype, []).append(stage)
+                break
+    return "".join(f" ({dtype}: {', '.join(stages)})" for dtype, stages in found.items())
+
+
 def plot(p: Profile, path: str | Path) -> None:
     """Horizontal bar chart of the top-level stages, encode and decode side by side (PNG)."""
     import matplotlib  # noqa: PLC0415 - optional, plots only
@@ -122,7 +134,7 @@ def plot(p: Profile, path: str | Path) -> None:
         ax.barh(names[::-1], values[::-1], color="tab:blue")
         ax.set_title(f"{title}: {pp.total_ms:.2f} ms median")
         ax.set_xlabel("ms")
-    fig.suptitle(f"{p.image} {p.width}x{p.height}, {p.backend} on {p.device}")
+    fig.suptitle(f"{p.image} {p.width}x{p.height}, {p.backend} on {p.device}{_halves(p)}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
