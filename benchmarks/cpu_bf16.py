@@ -140,7 +140,8 @@ def quality(codecs: dict, weights: Path, images: list) -> tuple[str, str]:
                            digits=[0, 3, 4, 4, 2])
     n = len(images)
     summary = (f"bfloat16 - float32 PSNR: mean {d16.mean():+.4f} dB, range {d16.min():+.4f} to "
-               f"{d16.max():+.4f}; the plain bf16 copy: mean {dn.mean():+.4f}, worst {dn.min():+.4f}\n"
+               f"{d16.max():+.4f}; the plain bf16 copy: mean {dn.mean():+.4f}, "
+               f"worst {dn.min():+.4f}\n"
                f"bfloat16 codec's --no-checksum bytes identical to float32's: {same_bytes}/{n}\n"
                f"checksummed bfloat16 streams verified by bfloat16: {verified}/{n}; by float32: "
                f"{refused} ReconstructionMismatchError, {equal} equal images")
@@ -166,9 +167,10 @@ def main() -> int:
     flags = [f for f in ("amx_bf16", "avx512_bf16") if f in Path("/proc/cpuinfo").read_text()] \
         if Path("/proc/cpuinfo").exists() else []
     first, image = images[0]
-    print(f"# {len(images)} image(s) of {args.folder}; model {weights.name}; {platform.machine()}, "
-          f"{os.cpu_count()} cores, native bf16: {native_bf16()} ({', '.join(flags) or 'no flags'}); "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeat}\n")
+    print(f"# {len(images)} image(s) of {args.folder}; model {weights.name}; "
+          f"{platform.machine()}, {os.cpu_count()} cores, native bf16: {native_bf16()} "
+          f"({', '.join(flags) or 'no flags'}); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; medians of {args.repeat}\n")
     print(f"g_s on the latent of {first} ({image.shape[1]}x{image.shape[0]})\n")
     print(stage_table(weights, image, args.repeat))
     print(f"\nwhole encodes and decodes of {first}\n")

@@ -184,7 +184,8 @@ def decompress_main(argv: list[str]) -> int:
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="write the image even if it differs from the encoder's reconstruction "
-                        "(decoding on another backend or device: float differences accepted)")
+                        "(decoding on another backend, device or dtype: float differences "
+                        "accepted)")
     _add_model_args(p, quality=False)
     args = p.parse_args(argv)
     from .runtime.image import write_image
@@ -231,7 +232,8 @@ def demo_main(argv: list[str]) -> int:
     from .evaluation.metrics import psnr
     codec = _load_codec(args)
     dtype = "" if args.dtype == "float32" else f", dtype {args.dtype}"
-    print(f"model {codec.info.name} ({codec.info.weights_hash.hex()}), backend {args.backend}{dtype}")
+    print(f"model {codec.info.name} ({codec.info.weights_hash.hex()}), "
+          f"backend {args.backend}{dtype}")
     print(f"{'image':<12}{'size':>10}{'bpp':>8}{'PSNR dB':>9}{'enc ms':>9}{'dec ms':>9}  bit-exact")
     for name in ("astronaut", "coffee", "chelsea", "camera", "rocket"):
         image = getattr(skdata, name)()

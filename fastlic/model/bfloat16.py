@@ -103,7 +103,7 @@ class Bf16Synthesis(nn.Module):
     def __init__(self, g_s: nn.Module):
         super().__init__()
         first, out = g_s.stages[0][0], g_s.out
-        if not (isinstance(first, SubPixelConvTranspose) and isinstance(out, SubPixelConvTranspose)):
+        if not all(isinstance(m, SubPixelConvTranspose) for m in (first, out)):
             raise ValueError("Bf16Synthesis needs g_s in subpixel form (to_subpixel)")
         stages = copy.deepcopy(g_s.stages)
         for stage in stages:
