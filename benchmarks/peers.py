@@ -97,7 +97,8 @@ def fastlic_runners(weights: Path | None, cache_dir: Path | None = None,
                     threads: int = 0) -> list[Runner]:
     """fastlic as the peers run (no reconstruction checksum: their bitstreams carry none,
     and this is the base of every ratio), then fastlic's default, whose encoder also runs
-    g_s to store the reconstruction CRC and whose decoder checks it, then (if onnxruntime
+    g_s to store the reconstruction CRC and whose decoder checks it, then the same weights
+    with ``dtype="bfloat16"`` (g_s in bf16) without the checksum, then (if onnxruntime
     is installed) the onnxruntime engines without the checksum, on a pool per stage of
     ``threads`` threads (the library default; the export goes to ``cache_dir``)."""
     from fastlic.model.bfloat16 import native_bf16
