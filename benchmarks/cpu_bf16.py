@@ -35,18 +35,15 @@ from PIL import Image
 
 from benchmarks._paths import KODAK
 from fastlic.errors import ReconstructionMismatchError
+from fastlic.evaluation.metrics import psnr
 from fastlic.evaluation.report import markdown_table
 from fastlic.model.bfloat16 import Bf16Synthesis, native_bf16
 from fastlic.model.subpixel import to_subpixel
 from fastlic.model.weights import load_model
-from fastlic.runtime.codec import DEFAULT_WEIGHTS, Codec
+from fastlic.runtime.codec import DEFAULT_WEIGHTS, Codec, _to_uint8_hwc
 from fastlic.runtime.memory import keep_freed_memory
 
 DTYPES = ("float32", "bfloat16")
-
-
-def psnr(image: np.ndarray, out: np.ndarray) -> float:
-    return 10 * np.log10(255 ** 2 / np.mean((out.astype(np.float64) - image) ** 2))
 
 
 def stage_table(weights: Path, image: np.ndarray, repeat: int) -> str:
@@ -119,7 +116,7 @@ def quality(codecs: dict, weights: Path, images: list) -> tuple[str, str]:
                 y_hat = torch.from_numpy(seen["y_hat"]).to(torch.bfloat16)
                 out = plain(y_hat.to(memory_format=torch.channels_last)).float()
             h, w = image.shape[:2]
-            naive = (out[0, :, :h, :w].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+            naive = _to_uint8_hwc(out[0, :, :h, :w].numpy())   # as the decoder converts
             p32, p16, pn = psnr(image, f32), psnr(image, b16), psnr(image, naive)
             rows.append([name, p32, p16 - p32, pn - p32, 100 * float(np.mean(f32 != b16))])
             checked = codecs["bfloat16"].compress(image)

@@ -31,6 +31,7 @@ import torch
 
 from fastlic.errors import (BackendMismatchError, FastlicError,
                             ReconstructionMismatchError)
+from fastlic.evaluation.metrics import psnr
 from fastlic.evaluation.report import markdown_table
 from fastlic.runtime.codec import DEFAULT_WEIGHTS, Codec
 from fastlic.runtime.memory import keep_freed_memory
@@ -43,11 +44,6 @@ SETUPS = (("float32", False), ("float32", True), ("float16", False), ("float16",
 def photos() -> dict[str, np.ndarray]:
     from skimage import data
     return {name: getattr(data, name)() for name in PHOTOS}
-
-
-def psnr(image: np.ndarray, out: np.ndarray) -> float:
-    mse = np.mean((out.astype(np.float64) - image) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
 
 
 def label(dtype: str, graphs: bool) -> str:

@@ -172,8 +172,8 @@ class Codec:
         model_dir: a ``fastlic export`` directory; onnxruntime and tensorrt run its graphs.
             Without it, they export ``weights`` once into ``cache_dir`` (default
             ~/.cache/fastlic) and reuse that; ``log`` gets the progress lines.
-        engine_options: torch: dtype ("float32"/"float16"/"bfloat16"), cuda_graphs, threads, subpixel,
-            packed, channels_last; onnxruntime: providers, threads, verify, spinning, layout
+        engine_options: torch: dtype ("float32"/"float16"/"bfloat16"), cuda_graphs, threads,
+            subpixel, packed, channels_last; onnxruntime: providers, threads, verify, spinning, layout
             (see also ``engines.onnxruntime_engine.share_thread_pool``); tensorrt: precision,
             deform, min_size, opt_size, max_size, max_batch, verify (engines cached under
             ``cache_dir`` too).

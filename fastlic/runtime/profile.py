@@ -108,11 +108,11 @@ def write_json(p: Profile, path: str | Path) -> None:
 
 def _halves(p: Profile) -> str:
     """" (bfloat16: g_s)"-style note of the stages that run in 16 bits, from their engines'
-    descriptions; "" when all run in 32."""
+    descriptions (the torch engines name their dtype); "" when all run in 32."""
     found: dict[str, list[str]] = {}
     for stage, what in p.engines.items():
         for dtype in ("bfloat16", "float16"):
-            if f"torch.{dtype}" in what or f" {dtype}" in what:
+            if f"torch.{dtype}" in what:
                 found.setdefault(dtype, []).append(stage)
                 break
     return "".join(f" ({dtype}: {', '.join(stages)})" for dtype, stages in found.items())
