@@ -68,7 +68,7 @@ def test_round_trip(changes):
 
 def test_layout_prefix_and_mask_bit_order():
     data = fb.pack(make_stream())
-    assert data[:7] == b"FLIC\x01\x00\x09" and data[7:16] == b"tiny-test"
+    assert data[:7] == b"FLIC\x02\x00\x09" and data[7:16] == b"tiny-test"
     assert data[36:37] == bytes([0b10110000])   # channel 0 is the most significant bit
     assert data[37:46] == struct.pack("<IIB", 0x12345678, 0xFFFFFFFF, 3)
 
@@ -118,7 +118,8 @@ def test_bad_substreams_raise_typed_error(parts):
 
 def test_error_messages_are_one_line():
     data = fb.pack(make_stream())
-    for bad in (b"XLIC" + data[4:], data[:4] + b"\x02" + data[5:], data[:-1], data + b"\0"):
+    for bad in (b"XLIC" + data[4:], data[:4] + b"\x01" + data[5:], data[:4] + b"\x03" + data[5:],
+                data[:-1], data + b"\0"):
         with pytest.raises(errors.BitstreamError) as info:
             fb.unpack(bad)
         assert "\n" not in str(info.value) and str(info.value)
@@ -130,12 +131,14 @@ def test_bad_magic(data):
         fb.unpack(data + fb.pack(make_stream())[4:])
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 1, 3, 255])
 def test_unsupported_version(version):
     data = bytearray(fb.pack(make_stream()))
     data[4] = version
-    with pytest.raises(errors.UnsupportedVersionError):
+    with pytest.raises(errors.UnsupportedVersionError, match=f"version {version} ") as info:
         fb.unpack(bytes(data))
+    if version == 1:   # the old float-entropy format: says why and what to do
+        assert "re-encode" in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("recon_crc", [None, 0x01020304])
@@ -284,13 +287,14 @@ def test_check_reconstruction():
     grey = rgb[:, :, 0]                                 # a non-contiguous view
     assert fb.reconstruction_crc(rgb) == zlib.crc32(bytes(range(18)))
     assert fb.reconstruction_crc(grey) == zlib.crc32(bytes([0, 3, 6, 9, 12, 15]))
-    fb.check_reconstruction(make_header(), rgb)         # no CRC stored: nothing to check
+    with pytest.raises(errors.ReconstructionMismatchError, match="does not hold"):
+        fb.check_reconstruction(make_header(), rgb)     # strict needs a stored CRC
     h = make_header(recon_crc=fb.reconstruction_crc(rgb))
     fb.check_reconstruction(h, rgb.copy())
     other = rgb.copy()
     other[1, 2, 0] += 1
     for bad in (other, grey):
-        with pytest.raises(errors.ReconstructionMismatchError, match="--no-verify") as info:
+        with pytest.raises(errors.ReconstructionMismatchError, match="--strict") as info:
             fb.check_reconstruction(h, bad)
         assert isinstance(info.value, errors.BackendMismatchError)
         assert "\n" not in str(info.value)

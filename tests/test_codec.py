@@ -94,15 +94,25 @@ def test_checksum_is_stored_and_a_same_backend_decode_passes(tiny_codec, photo, 
     np.testing.assert_array_equal(out, recon)
 
 
-def test_checksum_catches_an_image_that_differs(tiny_model, tiny_codec, photo):
+def test_a_differing_image_decodes_by_default_and_strict_refuses_it(tiny_model, tiny_codec,
+                                                                     photo):
+    """The reconstruction policy: another g_s's image is returned (a file decodes
+    everywhere), matches_encoder says it differs, strict=True raises."""
     decoder = _nudged_g_s_decoder(tiny_model, tiny_codec)
     data, recon = tiny_codec.compress(photo, return_reconstruction=True)
     np.testing.assert_array_equal(decoder.decode_latent(data), tiny_codec.decode_latent(data))
-    with pytest.raises(ReconstructionMismatchError, match="--no-verify") as info:
-        decoder.decompress(data)
+    out = decoder.decompress(data)
+    diff = np.abs(out.astype(np.int16) - recon)
+    assert diff.any() and diff.max() <= 1
+    assert Codec.matches_encoder(data, out) is False
+    assert Codec.matches_encoder(data, tiny_codec.decompress(data, strict=True)) is True
+    with pytest.raises(ReconstructionMismatchError, match="--strict") as info:
+        decoder.decompress(data, strict=True)
     assert isinstance(info.value, BackendMismatchError) and "\n" not in str(info.value)
-    diff = np.abs(decoder.decompress(data, verify=False).astype(np.int16) - recon)
-    assert diff.any() and diff.max() <= 1          # verify=False: the differing image
+    plain = tiny_codec.compress(photo, checksum=False)
+    assert Codec.matches_encoder(plain, out) is None
+    with pytest.raises(ReconstructionMismatchError, match="does not hold"):
+        tiny_codec.decompress(plain, strict=True)
 
 
 def test_without_checksum_a_differing_image_is_returned(tiny_model, tiny_codec, photo):

@@ -92,12 +92,14 @@ def test_g_a_holds_one_deformconv_node_and_the_fallback_none(exported):
 
 def test_pixel_shuffles_are_col2im_only_in_the_variant(exported):
     out, _, _ = exported
-    for stage, default_op in (("h_s", "ConvTranspose"), ("g_s", "ConvTranspose"),
-                              ("anchor", "DepthToSpace"), ("nonanchor", "DepthToSpace")):
-        default, variant = _ops(out / f"{stage}.onnx"), _ops(out / f"{stage}_col2im.onnx")
-        assert "Col2Im" not in default
-        assert variant.count("Col2Im") == default.count(default_op) > 0
-        assert default_op not in variant
+    default, variant = _ops(out / "g_s.onnx"), _ops(out / "g_s_col2im.onnx")
+    assert "Col2Im" not in default
+    assert variant.count("Col2Im") == default.count("ConvTranspose") > 0
+    assert "ConvTranspose" not in variant
+    for stage in ("h_s", "anchor", "nonanchor"):   # the exact stages: GEMMs, no conv at all
+        ops = _ops(out / f"{stage}.onnx")
+        assert "MatMul" in ops and not {"Conv", "ConvTranspose", "Col2Im"} & set(ops)
+        assert not (out / f"{stage}_col2im.onnx").exists()
 
 
 def test_manifest_records_hashes_signatures_errors_and_engine_files(exported, tiny):
@@ -107,7 +109,7 @@ def test_manifest_records_hashes_signatures_errors_and_engine_files(exported, ti
     assert manifest.opset >= 19 and manifest.model_name == "tiny"
     assert manifest.weights_sha256 == state_dict_sha256(tiny)
     assert len(manifest.photos) == 2 and manifest.versions["onnxruntime"] == ort.__version__
-    col2im = {s: f"{s}_col2im.onnx" for s in ("h_s", "anchor", "nonanchor", "g_s")}
+    col2im = {"g_s": "g_s_col2im.onnx"}
     files = {f"{s}.onnx" for s in STAGES} | {"g_a_gridsample.onnx", *col2im.values()}
     assert {g.file for g in manifest.graphs} == files
     for g in manifest.graphs:
@@ -126,8 +128,9 @@ def test_onnxruntime_engines_match_torch_on_two_photo_sizes(exported, tiny, phot
     out, _, _ = exported
     engines = load_engines("onnxruntime", out, threads=1)
     assert engines["g_a"].file == "g_a.onnx"  # this onnxruntime has a DeformConv kernel
-    for stage in ("h_s", "anchor", "nonanchor", "g_s"):
-        assert engines[stage].file == f"{stage}_col2im.onnx"
+    assert engines["g_s"].file == "g_s_col2im.onnx"
+    for stage in ("h_s", "anchor", "nonanchor"):   # the exact stages: one file each
+        assert engines[stage].file == f"{stage}.onnx"
     assert {e.providers[0] for e in engines.values()} == {"CPUExecutionProvider"}
     sizes = set()
     for batch in photos:
@@ -142,7 +145,9 @@ def test_onnxruntime_engines_match_torch_on_two_photo_sizes(exported, tiny, phot
 
 def test_mismatches_are_collected_into_one_typed_error(exported, tiny, photos):
     out, _, _ = exported
-    changed = copy.deepcopy(tiny)
+    from fastlic.entropy.tables import build_tables
+    from fastlic.model.quant import with_exact
+    changed = with_exact(tiny, build_tables(tiny))   # the exported exact stages, unchanged
     with torch.no_grad():
         changed.h_a[-1].bias += 0.5
         changed.g_s.out.bias += 0.5
@@ -284,7 +289,7 @@ def test_onnxruntime_keeps_the_default_graph_where_its_col2im_variant_did_not_ru
     ran["g_s_col2im.onnx"] = SimpleNamespace(checked_on="")     # e.g. no Col2Im kernel
     files = _engine_files(plan, ran)
     assert files["onnxruntime"]["g_s"] == "g_s.onnx"
-    assert files["onnxruntime"]["h_s"] == "h_s_col2im.onnx"
+    assert files["onnxruntime"]["h_s"] == "h_s.onnx"
     assert files["tensorrt"] == {s: f"{s}.onnx" for s in STAGES}
     assert _engine_files(_plan(gridsample=False, col2im=False), {})["onnxruntime"] == \
         files["tensorrt"]

@@ -9,6 +9,8 @@ import json
 import numpy as np
 import pytest
 
+from fastlic.engines.base import EXACT_STAGES
+
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -50,7 +52,8 @@ def elem_types(proto) -> dict[str, int]:
 
 def test_every_gpu_graph_has_an_fp16_twin_with_the_same_float32_signature(exported):
     out, manifest, _ = exported   # the Col2Im graphs are onnxruntime CPU's: no twin
-    sources = {g.file: g for g in manifest.graphs if g.precision == "fp32" and g.variant != "col2im"}
+    sources = {g.file: g for g in manifest.graphs   # the exact stages get no twin either
+               if g.precision == "fp32" and g.variant != "col2im" and g.stage not in EXACT_STAGES}
     twins = fp16_graphs(manifest)
     assert {g.source for g in twins} == set(sources)
     for g in twins:
@@ -98,16 +101,9 @@ def test_policy_keeps_sampling_and_entropy_heads_fp32(exported):
     grid = plans["g_a_gridsample.onnx"]
     assert sum(r.startswith("sampling: GridSample") for r in grid.values()) == 9
     assert all(r.startswith("sampling") for r in grid.values())
-    for file in ("h_a.onnx", "h_s.onnx", "g_s.onnx"):
+    for file in ("h_a.onnx", "g_s.onnx"):
         assert plans[file] == {}                # tiny ranges: nothing near the FP16 limit
-    for file in ("anchor.onnx", "nonanchor.onnx"):
-        assert all(r.startswith("entropy head") for r in plans[file].values())
-        ops = {n.name: n.op_type for n in onnx.load(str(out / file)).graph.node}
-        convs = [name for name, op in ops.items() if op == "Conv"]
-        head_ops = [ops[name] for name in plans[file]]
-        # back to the last conv only; then split, softplus, clip and the phase scatter
-        assert [name for name in plans[file] if ops[name] == "Conv"] == convs[-1:]
-        assert {"Softplus", "Clip", "DepthToSpace"} <= set(head_ops)
+    assert not {"h_s.onnx", "anchor.onnx", "nonanchor.onnx"} & set(plans)   # exact: no twin
 
 
 def test_range_rule_and_forced_nodes_are_honoured(exported):
@@ -135,8 +131,8 @@ def test_ranges_json_schema(exported):
     assert data["format_version"] == 1 and data["weights_sha256"] == manifest.weights_sha256
     assert data["images"] and all(isinstance(i, str) for i in data["images"])
     assert manifest.fp16_ranges == RANGES_NAME
-    assert set(data["graphs"]) == {g.file for g in manifest.graphs
-                                   if g.precision == "fp32" and g.variant != "col2im"}
+    assert set(data["graphs"]) == {g.file for g in manifest.graphs if g.precision == "fp32"
+                                   and g.variant != "col2im" and g.stage not in EXACT_STAGES}
     for file, g in data["graphs"].items():
         assert g["stage"] == manifest.graph(file).stage
         assert set(g["tensors"]) == set(float_tensors(onnx.load(str(out / file))))
@@ -194,7 +190,7 @@ def test_fp16_graphs_in_fp16_arithmetic_stay_close(exported):
     out, _, model = exported
     image = np.random.default_rng(0).random((1, 3, 64, 128), dtype=np.float32)
     refs = reference_io(model, image)
-    for stage in ("h_a", "h_s", "anchor", "nonanchor", "g_s"):
+    for stage in ("h_a", "g_s"):
         inputs, expected = refs[stage]
         session = ReferenceEvaluator(str(out / fp16_file(f"{stage}.onnx")),
                                      new_ops=[_grouped_conv_transpose()])
@@ -206,10 +202,14 @@ def test_fp16_graphs_in_fp16_arithmetic_stay_close(exported):
 
 def test_engines_keep_choosing_fp32_graphs(exported):
     from fastlic.engines import STAGES, load_engines
+    from fastlic.engines.base import EXACT_STAGES
     out, _, _ = exported
     manifest = load_manifest(out)
     for stage in STAGES:
         assert {g.precision for g in manifest.candidates("onnxruntime", stage)} == {"fp32"}
+        if stage in EXACT_STAGES:
+            assert not manifest.candidates("tensorrt", stage, precision="fp16")
+            continue
         chosen = manifest.candidates("tensorrt", stage)[0].file   # FP16 twins are the GPU graphs'
         fp16 = manifest.candidates("tensorrt", stage, precision="fp16")
         assert fp16[0].source == chosen and fp16[0].fp32_nodes == manifest.graph(
@@ -254,7 +254,7 @@ def test_cli_reuses_saved_ranges_and_checks_flags(exported, shipped_tiny, tmp_pa
     assert main(["--out", str(tmp_path / "b"), "--fp16-ranges", str(out / RANGES_NAME)]
                 + args) == 0
     manifest = load_manifest(tmp_path / "b")
-    assert len(fp16_graphs(manifest)) == 6 and (tmp_path / "b" / RANGES_NAME).is_file()
+    assert len(fp16_graphs(manifest)) == 3 and (tmp_path / "b" / RANGES_NAME).is_file()
     other = dataclasses.replace(Ranges.load(out / RANGES_NAME), weights_sha256="f" * 64)
     other.save(tmp_path / "other.json")
     assert file_hash(shipped_tiny) != "f" * 64

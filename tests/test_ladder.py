@@ -10,7 +10,7 @@ from fastlic.model.weights import read_metadata
 from fastlic.runtime.codec import Codec
 from fastlic.runtime.models import DEFAULT_QUALITY, shipped_ladder, shipped_weights
 
-LADDER_BUDGET = 30_000_000   # bytes, all shipped weights together
+LADDER_BUDGET = 40_000_000   # bytes, all shipped weights together (float + exact.* integers)
 
 
 def test_at_least_four_qualities_within_the_size_budget():

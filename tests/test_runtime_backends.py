@@ -127,8 +127,10 @@ def test_cli_checksum_across_backends_writes_the_exact_image_or_nothing(
         assert "decode with the" in capsys.readouterr().err
 
 
-def test_g_s_noise_across_backends_is_caught_by_the_checksum(torch_codec, ort_codec, photo):
-    """Equal symbols, an onnxruntime g_s a level off: caught only with the checksum."""
+def test_g_s_noise_across_backends_is_returned_and_strict_catches_it(torch_codec, ort_codec,
+                                                                      photo):
+    """Equal symbols, an onnxruntime g_s a level off: the image is returned by default,
+    strict decoding refuses it (it needs the checksum)."""
     class Noisy:
         def __init__(self, inner):
             self.inner = inner
@@ -140,23 +142,34 @@ def test_g_s_noise_across_backends_is_caught_by_the_checksum(torch_codec, ort_co
 
     engines = {**ort_codec.engines, "g_s": Noisy(ort_codec.engines["g_s"])}
     noisy = Codec(ort_codec.info, engines, ort_codec.tables, "onnxruntime")
-    data, recon = torch_codec.compress(photo, return_reconstruction=True, checksum=False)
-    assert (noisy.decompress(data) != recon).any()   # without the checksum it is returned
-    checked = torch_codec.compress(photo)
+    data, recon = torch_codec.compress(photo, return_reconstruction=True)
+    assert (noisy.decompress(data) != recon).any()
+    assert Codec.matches_encoder(data, noisy.decompress(data)) is False
     with pytest.raises(ReconstructionMismatchError):
-        noisy.decompress(checked)
-    assert (noisy.decompress(checked, verify=False) != recon).any()
+        noisy.decompress(data, strict=True)
+    np.testing.assert_array_equal(noisy.decode_latent(data), torch_codec.decode_latent(data))
+
+
+def test_torch_and_onnxruntime_decode_each_others_files_to_the_same_latent(torch_codec, ort_codec,
+                                                                           images):
+    """The exact entropy path: every file decodes on the other backend with default flags,
+    to the encoder's symbols and ŷ bit for bit; the images differ by g_s rounding at most."""
+    for image in images.values():
+        for enc, dec in ((torch_codec, ort_codec), (ort_codec, torch_codec)):
+            data, recon = enc.compress(image, return_reconstruction=True)
+            np.testing.assert_array_equal(dec.decode_latent(data), enc.decode_latent(data))
+            assert np.abs(dec.decompress(data).astype(np.int16) - recon).max() <= 1
 
 
 def test_other_table_indices_across_backends_raise(torch_codec, ort_codec, photo):
-    """An onnxruntime decoder whose scales land on other table rows must stop."""
+    """A decoder whose engine returns other table indices (a broken engine) must stop."""
     class Drift:
         def __init__(self, inner):
             self.inner = inner
 
         def run(self, inputs):
             out = dict(self.inner.run(inputs))
-            out["scale"] = out["scale"] * np.float32(1.3)
+            out["index"] = np.minimum(out["index"] + 1, 63).astype(np.float32)
             return out
 
     engines = {**ort_codec.engines, "anchor": Drift(ort_codec.engines["anchor"])}
@@ -244,13 +257,20 @@ def test_torch_engine_on_cpu_runs_the_callers_model_or_an_inference_copy(tiny_mo
     from torch import nn
 
     from fastlic.engines import load_engines
-    engines = load_engines("torch", tiny_model, subpixel=False, packed=False,
-                           channels_last=False)
-    assert engines["g_s"].fn.__self__ is tiny_model and not engines["g_s"].copies
-    fast = load_engines("torch", tiny_model)   # the default: a converted copy
+    from fastlic.entropy.tables import build_tables
+    from fastlic.errors import EngineError
+    from fastlic.model.quant import with_exact
+    with pytest.raises(EngineError, match="no exact entropy path"):
+        load_engines("torch", tiny_model)
+    model = with_exact(tiny_model, build_tables(tiny_model))
+    engines = load_engines("torch", model, subpixel=False, packed=False, channels_last=False)
+    assert engines["g_s"].fn.__self__ is model and not engines["g_s"].copies
+    assert engines["anchor"].fn.__self__ is model.exact
+    fast = load_engines("torch", model)   # the default: a converted copy
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in fast["g_s"].fn.__self__.modules())
-    assert type(fast["anchor"].fn.__self__).__name__ == "PackedFastLIC"
-    assert any(isinstance(m, nn.ConvTranspose2d) for m in tiny_model.g_s.modules())
+    assert type(fast["g_s"].fn.__self__).__name__ == "PackedFastLIC"
+    assert type(fast["anchor"].fn.__self__).__name__ == "ExactEntropy"
+    assert any(isinstance(m, nn.ConvTranspose2d) for m in model.g_s.modules())
 
 
 def test_cli_compress_with_torch_decompress_with_onnxruntime(shipped_tiny, tiny_export, photo,

@@ -1,4 +1,9 @@
-"""The engine interface: named numpy inputs -> named numpy outputs for one stage."""
+"""The engine interface: named numpy inputs -> named numpy outputs for one stage.
+
+h_s, anchor and nonanchor are the *exact* stages (:data:`EXACT_STAGES`): every engine
+runs them in the integer arithmetic of :mod:`fastlic.model.exact`, in float32 and
+float64 whatever its dtype, so they return the same bits everywhere.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -17,16 +22,18 @@ class StageSpec:
     outputs: tuple[str, ...]
 
 
-# anchor's scale and mean are defined at anchors ((i + j) even), nonanchor's at
-# non-anchors; engines may write anything there (the shipped graphs write zeros).
+# anchor's index and mean are defined at anchors ((i + j) even), nonanchor's at
+# non-anchors, and zero at the other pass's positions. index: probability-table
+# index (an integer in float32); mean: a multiple of 2^-6.
 STAGES: dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("g_a", ("image",), ("y",)),                          # (B,3,H,W) -> (B,M,H/16,W/16)
     StageSpec("h_a", ("y",), ("z",)),                              # -> (B,Nh,H/64,W/64)
     StageSpec("h_s", ("z_hat",), ("hyper",)),                      # -> (B,2M,H/16,W/16)
-    StageSpec("anchor", ("hyper",), ("scale", "mean")),            # pass 1
-    StageSpec("nonanchor", ("hyper", "y_hat_anchor"), ("scale", "mean")),  # pass 2
+    StageSpec("anchor", ("hyper",), ("index", "mean")),            # pass 1
+    StageSpec("nonanchor", ("hyper", "y_hat_anchor"), ("index", "mean")),  # pass 2
     StageSpec("g_s", ("y_hat",), ("image_hat",)),                  # -> (B,3,H,W)
 )}
+EXACT_STAGES = ("h_s", "anchor", "nonanchor")
 
 
 class Engine:

@@ -38,7 +38,7 @@ import torch
 
 from ..errors import EngineError
 from ..runtime.profiling import sub_stage
-from .base import STAGES, Engine, StageSpec
+from .base import EXACT_STAGES, STAGES, Engine, StageSpec
 from .tensorrt_build import (BuildOptions, Profile, check_version, load_or_build,
                              register_plugins, resolve_deform, stage_graph)
 
@@ -157,9 +157,11 @@ def gpu_name(device: torch.device) -> str:
 def load_engines(model, device: str = "cuda", *, precision: str = "fp16", deform: str = "auto",
                  min_size=(64, 64), opt_size=(512, 768), max_size=(2048, 2048),
                  max_batch: int = 1, cache_dir: str | Path | None = None, verify: bool = True,
-                 log=None) -> dict[str, Engine]:
+                 log=None, exact=None) -> dict[str, Engine]:
     """One engine per stage from an exported directory (or a FastLIC, exported unchecked to a
-    temporary directory first). Builds missing engines (minutes), else loads cached ones."""
+    temporary directory first). Builds missing engines (minutes), else loads cached ones.
+    The exact stages run on torch CUDA (:func:`exact_engines`), from ``exact`` (an
+    ExactEntropy) or the directory's weights file."""
     trt = import_tensorrt()
     dev = check_device(device)
     profile = Profile(min_size, opt_size, max_size, max_batch)
@@ -170,7 +172,8 @@ def load_engines(model, device: str = "cuda", *, precision: str = "fp16", deform
             export_model(model, tmp, check=False, gridsample=False)
             return load_engines(tmp, device, precision=precision, deform=deform,
                                 min_size=min_size, opt_size=opt_size, max_size=max_size,
-                                max_batch=max_batch, cache_dir=cache_dir, verify=verify, log=log)
+                                max_batch=max_batch, cache_dir=cache_dir, verify=verify,
+                                log=log, exact=_exact_of(model))
     from ..export.manifest import load_manifest  # noqa: PLC0415 - stdlib only
     from ..runtime.cache import cache_root  # noqa: PLC0415
 
@@ -181,11 +184,46 @@ def load_engines(model, device: str = "cuda", *, precision: str = "fp16", deform
     register_plugins(trt, logger, options.deform)
     runtime = trt.Runtime(logger)
     cache, log = cache_root(cache_dir), log or _stderr
+    if exact is None:   # first: a missing weights file fails before any build
+        exact = _exact_from_dir(directory, manifest)
+    exact = exact_engines(exact, dev)
     with on_device(dev):
         gpu = gpu_name(dev)
-        return {stage: _stage_engine(trt, logger, runtime, directory,
-                                     stage_graph(manifest, stage, precision), options, gpu,
-                                     cache, dev, log) for stage in STAGES}
+        engines = {stage: _stage_engine(trt, logger, runtime, directory,
+                                        stage_graph(manifest, stage, precision), options, gpu,
+                                        cache, dev, log)
+                   for stage in STAGES if stage not in EXACT_STAGES}
+    return {**engines, **exact}
+
+
+def _exact_of(model):
+    if model.exact is not None:
+        return model.exact
+    from ..entropy.tables import build_tables  # noqa: PLC0415
+    from ..model.quant import with_exact  # noqa: PLC0415
+    return with_exact(model, build_tables(model)).exact
+
+
+def _exact_from_dir(directory: Path, manifest):
+    from ..runtime.models import load_network  # noqa: PLC0415 - runtime imports engines
+
+    if not manifest.weights_file:
+        raise EngineError(f"{directory} holds no weights file, so the exact entropy stages "
+                          f"cannot run; export again with `fastlic export --model WEIGHTS`")
+    return load_network(directory / manifest.weights_file).exact
+
+
+def exact_engines(exact, device: torch.device) -> dict[str, Engine]:
+    """The exact stages on torch CUDA beside TensorRT, from the export's weights copy.
+
+    Not TensorRT layers: its builder picks kernels per GPU (reduced-precision tactics
+    under the FP16 flag, transform-based convolutions) and no documented setting rules
+    out every one that rounds, while the exact path's argument needs GEMMs over
+    integers (docs/exact.md)."""
+    from .torch_engine import METHODS, TorchEngine  # noqa: PLC0415
+
+    return {name: TorchEngine(STAGES[name], getattr(exact, METHODS[name]), str(device))
+            for name in EXACT_STAGES}
 
 
 def _stage_engine(trt, logger, runtime, directory: Path, graph, options: BuildOptions, gpu: str,

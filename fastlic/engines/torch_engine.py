@@ -1,8 +1,10 @@
-"""PyTorch backend: each stage calls the matching FastLIC method under inference_mode.
+"""PyTorch backend: each stage calls the matching FastLIC method under inference_mode
+(h_s, anchor and nonanchor: those of ``model.exact``, :mod:`fastlic.model.exact`, in
+every dtype).
 
 Options: ``device`` ("cpu", "cuda", "cuda:N"), ``dtype`` ("float32"; "float16" on
 CUDA: the networks run in half precision except the layers the FP16 graphs keep in
-FP32, :mod:`fastlic.model.precision`; "bfloat16": g_s alone runs in bf16 with a
+FP32, :mod:`fastlic.model.precision`, and the exact stages; "bfloat16": g_s alone runs in bf16 with a
 float32-accurate output, :mod:`fastlic.model.bfloat16`, for CPUs with AMX or
 AVX512-BF16, and every other stage stays float32, so bitstreams are those of float32;
 inputs and outputs stay float32 numpy),
@@ -28,7 +30,7 @@ from ..model.packed import to_packed
 from ..model.precision import to_half
 from ..model.subpixel import to_subpixel
 from ..runtime.profiling import sub_stage
-from .base import STAGES, Engine, StageSpec
+from .base import EXACT_STAGES, STAGES, Engine, StageSpec
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BF16_STAGES = ("g_s",)   # the stages dtype bfloat16 runs in bf16 (module docstring)
@@ -170,6 +172,9 @@ def load_engines(model, device: str = "cpu", dtype: str = "float32",
     (``benchmarks/decode_variants.py``), off on CUDA, where it has not been measured.
     """
     dev = check_options(device, dtype, cuda_graphs)
+    if getattr(model, "exact", None) is None:
+        raise EngineError("this model has no exact entropy path (model.exact); ship it with "
+                          "`fastlic train-ship` or wrap it with Codec.from_model")
     if dtype == "bfloat16" and not subpixel:
         raise EngineError("dtype bfloat16 runs g_s in its subpixel form; drop subpixel=False")
     if channels_last is None:
@@ -192,6 +197,11 @@ def load_engines(model, device: str = "cpu", dtype: str = "float32",
     cls = GraphedTorchEngine if cuda_graphs else TorchEngine
 
     def stage_dtype(name: str) -> str:
+        if name in EXACT_STAGES:
+            return "float32"   # the integer arithmetic picks its own float32/float64
         return dtype if dtype != "bfloat16" or name in BF16_STAGES else "float32"
-    return {name: cls(STAGES[name], getattr(model, METHODS[name]), str(dev), stage_dtype(name),
-                      channels_last) for name in STAGES}
+
+    def stage_fn(name: str):
+        return getattr(model.exact if name in EXACT_STAGES else model, METHODS[name])
+    return {name: cls(STAGES[name], stage_fn(name), str(dev), stage_dtype(name), channels_last)
+            for name in STAGES}

@@ -47,7 +47,7 @@ def state_dict_sha256(model) -> str:
     return digest.hexdigest()
 
 
-COL2IM_STAGES = ("h_s", "anchor", "nonanchor", "g_s")   # the stages with pixel shuffles
+COL2IM_STAGES = ("g_s",)   # the stage with pixel shuffles (the exact stages reshape instead)
 
 
 def _plan(gridsample: bool, col2im: bool = True) -> list[tuple[str, str, str]]:
@@ -135,6 +135,10 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
         weights_sha256 = _copy_weights(Path(weights_file), out, weights_sha256)
     weights_sha256 = weights_sha256 or state_dict_sha256(model)
     model = copy.deepcopy(model).float().cpu().eval()
+    if model.exact is None:   # an in-memory float model: its exact stages first
+        from ..entropy.tables import build_tables  # noqa: PLC0415
+        from ..model.quant import with_exact  # noqa: PLC0415
+        model = with_exact(model, build_tables(model))
     plan = _plan(gridsample, col2im)
     _export_all(model, out, plan, opset, log)
     batches = photo_batches() if check else []
@@ -145,7 +149,9 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
                    for stage, file, variant in plan)
     raise_on_mismatch(checks)
     if fp16:   # for GPU engines, which run the default graphs
-        gpu_plan = [p for p in plan if p[2] != "col2im"]
+        from ..engines.base import EXACT_STAGES  # noqa: PLC0415
+        # the exact stages are integers in float32/float64 on every engine: no FP16 twin
+        gpu_plan = [p for p in plan if p[2] != "col2im" and p[0] not in EXACT_STAGES]
         graphs += _export_fp16(model, out, gpu_plan, weights_sha256, fp16_ranges, fp16_images,
                                fp16_margin, batches, threads, log)
     if check:

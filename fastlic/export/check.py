@@ -4,12 +4,13 @@ Every stage is fed the inputs PyTorch itself sees when coding the photo, so erro
 do not compound across stages::
 
     image ─g_a─▶ y ─h_a─▶ z ─round─▶ ẑ ─h_s─▶ hyper
-    hyper ─anchor─▶ (scale, mean)_a
+    hyper ─anchor─▶ (index, mean)_a
     ŷ_anchor = (round(y − mean_a) + mean_a) · anchors
-    (hyper, ŷ_anchor) ─nonanchor─▶ (scale, mean)_n ;  ŷ ─g_s─▶ image_hat
+    (hyper, ŷ_anchor) ─nonanchor─▶ (index, mean)_n ;  ŷ ─g_s─▶ image_hat
 
-A graph matches when ``|onnx − torch| <= atol + rtol · |torch|`` everywhere
-(numpy ``allclose``). Mismatches are collected, not raised here: the caller reports
+h_s, anchor and nonanchor are the exact stages (``model.exact``): their graphs must
+match bit for bit. Any other graph matches when ``|onnx − torch| <= atol + rtol ·
+|torch|`` everywhere (numpy ``allclose``). Mismatches are collected, not raised here: the caller reports
 them all at once.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engines.base import STAGES
+from ..engines.base import EXACT_STAGES, STAGES
 from ..model.layers import checkerboard_mask
 from ..errors import ExportMismatchError
 from ..runtime.image import model_input
@@ -65,23 +66,28 @@ def photo_batches() -> list[PhotoBatch]:
 
 @torch.inference_mode()
 def reference_io(model, image: np.ndarray) -> dict[str, tuple[dict, dict]]:
-    """stage -> (inputs, outputs) as numpy, from running ``model`` (eval, float32, CPU)."""
+    """stage -> (inputs, outputs) as numpy, from running ``model`` (eval, float32, CPU;
+    a model without exact stages is converted first, as export_model does)."""
+    if model.exact is None:
+        from ..entropy.tables import build_tables  # noqa: PLC0415
+        from ..model.quant import with_exact  # noqa: PLC0415
+        model = with_exact(model, build_tables(model))
     x = torch.from_numpy(image)
     y = model.analysis(x)
     z = model.hyper_analysis(y)
     z_hat = torch.round(z)
-    hyper = model.hyper_synthesis(z_hat)
-    scale_a, mean_a = model.anchor_params(hyper)
+    hyper = model.exact.hyper_synthesis(z_hat)
+    index_a, mean_a = model.exact.anchor_params(hyper)
     am = checkerboard_mask(y.shape[2], y.shape[3], anchor=True)
-    y_hat_a = torch.round(y - mean_a) + mean_a
-    scale_n, mean_n = model.nonanchor_params(hyper, y_hat_a * am)
-    y_hat = y_hat_a * am + (torch.round(y - mean_n) + mean_n) * (1 - am)
+    y_hat_a = (torch.round(y - mean_a) + mean_a) * am
+    index_n, mean_n = model.exact.nonanchor_params(hyper, y_hat_a)
+    y_hat = y_hat_a + (torch.round(y - mean_n) + mean_n) * (1 - am)
     io = {"g_a": ({"image": x}, {"y": y}), "h_a": ({"y": y}, {"z": z}),
           "h_s": ({"z_hat": z_hat}, {"hyper": hyper}),
-          # the stages' contract: zeros at the other pass's positions (model.packed)
-          "anchor": ({"hyper": hyper}, {"scale": scale_a * am, "mean": mean_a * am}),
-          "nonanchor": ({"hyper": hyper, "y_hat_anchor": y_hat_a * am},
-                        {"scale": scale_n * (1 - am), "mean": mean_n * (1 - am)}),
+          # zeros at the other pass's positions, by construction (fastlic.model.exact)
+          "anchor": ({"hyper": hyper}, {"index": index_a, "mean": mean_a}),
+          "nonanchor": ({"hyper": hyper, "y_hat_anchor": y_hat_a},
+                        {"index": index_n, "mean": mean_n}),
           "g_s": ({"y_hat": y_hat}, {"image_hat": model.synthesis(y_hat)})}
     return {s: ({k: v.numpy() for k, v in i.items()}, {k: v.numpy() for k, v in o.items()})
             for s, (i, o) in io.items()}
@@ -93,7 +99,7 @@ def _compare(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float)
         return OutputError(float("inf"), float("inf"), float(np.abs(expected).max())), False
     diff = np.abs(actual.astype(np.float64) - expected)
     scale = np.abs(expected)
-    err = OutputError(float(diff.max()), float((diff / np.maximum(scale, atol)).max()),
+    err = OutputError(float(diff.max()), float((diff / np.maximum(scale, max(atol, 1e-12))).max()),
                       float(scale.max()))
     return err, bool(np.all(diff <= atol + rtol * scale))
 
@@ -113,6 +119,8 @@ def check_graph(path: Path, stage: str, refs: list[dict], rtol: float = RTOL,
     worst: dict[str, OutputError] = {}
     bad: dict[str, OutputError] = {}
     spec = STAGES[stage]
+    if stage in EXACT_STAGES:   # integers: equal or wrong
+        rtol = atol = 0.0
     for ref in refs:
         inputs, expected = ref[stage]
         actual = dict(zip(spec.outputs, session.run(list(spec.outputs), inputs)))

@@ -1,5 +1,6 @@
 """FP16 variants of the stage graphs (for GPU engines): FP16 weights and compute,
-FP32 where measured ranges or the op's arithmetic need it.
+FP32 where measured ranges or the op's arithmetic need it. g_a, h_a and g_s only: the
+exact stages (h_s, anchor, nonanchor) are integer arithmetic and get no FP16 twin.
 
 The runtime API stays FP32: graph inputs and outputs keep their names and stay
 float32, with ``Cast`` nodes at the boundary, so an engine feeds and reads an FP16
@@ -19,11 +20,6 @@ A node stays FP32 (:func:`plan_fp16`; the reason is recorded per node) when
   off by up to an eighth of a pixel (a quarter in GridSample's normalised grid), and
   by whole pixels beyond 8192 pixels. Measured on Kodak (``benchmarks/results/fp16.txt``):
   FP16 positions make g_a's max |y| error 25x larger (0.15 vs 0.006), 50x at 4x size;
-- ``entropy head``: it computes the ``scale`` or ``mean`` output (anchor and
-  nonanchor graphs: back to and including the last convolution), because the
-  probability-table indices and the quantisation offsets are derived from them
-  (measured: an FP16 head changes 2-3x more table indices, 0.15-0.2 % instead of
-  0.05-0.1 %, and triples the error of ``mean``);
 - ``forced``: the caller named it, or it makes a constant (``Constant``,
   ``ConstantOfShape``: typed by an attribute).
 
@@ -50,7 +46,6 @@ SAMPLING_OPS = ("DeformConv", "GridSample")
 CONV_OPS = ("Conv", "ConvTranspose")
 CONSTANT_OPS = ("Constant", "ConstantOfShape")
 SHAPE_OPS = ("Shape", "Size")          # read only the shape: fed whatever type is at hand
-HEAD_OUTPUTS = ("scale", "mean")
 
 
 def plan_fp16(proto, ranges: GraphRanges | None, margin: float = MARGIN,
@@ -66,7 +61,6 @@ def plan_fp16(proto, ranges: GraphRanges | None, margin: float = MARGIN,
     plan = {n.name: "forced: constant" for n in proto.graph.node if n.op_type in CONSTANT_OPS}
     plan.update({k: "forced" for k in keep})
     plan.update(_sampling_nodes(proto))
-    plan.update(_head_nodes(proto))
     if ranges is not None:
         plan.update(_range_nodes(proto, ranges, FP16_MAX / margin))
     return plan
@@ -102,12 +96,6 @@ def _sampling_nodes(proto) -> dict[str, str]:
             for up in _upstream(proto, node.input[1:2], CONV_OPS, include_stop=False):
                 plan.setdefault(up.name, f"sampling: grid of {node.name}")
     return plan
-
-
-def _head_nodes(proto) -> dict[str, str]:
-    outputs = [o.name for o in proto.graph.output if o.name in HEAD_OUTPUTS]
-    return {n.name: "entropy head: computes " + "/".join(outputs) + " (table indices)"
-            for n in _upstream(proto, outputs, CONV_OPS, include_stop=True)}
 
 
 def _range_nodes(proto, ranges: GraphRanges, limit: float) -> dict[str, str]:

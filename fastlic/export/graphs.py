@@ -25,6 +25,7 @@ runs fastest (``benchmarks/shuffle_ops.py``).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from pathlib import Path
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..engines.base import STAGES
+from ..engines.base import EXACT_STAGES, STAGES
 from ..model.deform import ModulatedDeformConv
 from ..model.packed import PackedFastLIC, to_packed
 from ..model.subpixel import SubPixelConvTranspose, to_subpixel
@@ -43,7 +44,7 @@ STAGE_METHODS = {"g_a": "analysis", "h_a": "hyper_analysis", "h_s": "hyper_synth
 VARIANTS = ("deformconv", "gridsample", "col2im")
 # tensor name -> downsampling factor of its spatial dims relative to the image
 SPATIAL_FACTOR = {"image": 1, "image_hat": 1, "y": 16, "y_hat": 16, "y_hat_anchor": 16,
-                  "hyper": 16, "scale": 16, "mean": 16, "z": 64, "z_hat": 64}
+                  "hyper": 16, "index": 16, "mean": 16, "z": 64, "z_hat": 64}
 
 
 class DeformConvOnnx(ModulatedDeformConv):
@@ -140,7 +141,13 @@ def export_stage(model: nn.Module, stage: str, path: str | Path, opset: int = MI
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old; DeformConv needs {MIN_OPSET} or newer")
     spec = STAGES[stage]
-    module = _Stage(_export_copy(model, variant, shuffle), stage).eval()
+    if stage in EXACT_STAGES:   # the integer form: MatMul, Slice, Concat, float64 elementwise
+        if model.exact is None:
+            raise ValueError("the model has no exact entropy path; convert it first "
+                             "(fastlic.model.quant.with_exact)")
+        module = _Stage(copy.deepcopy(model.exact).cpu(), stage).eval()
+    else:
+        module = _Stage(_export_copy(model, variant, shuffle), stage).eval()
     quiet = logging.getLogger("torch.onnx")
     level, quiet.level = quiet.level, logging.ERROR
     try:

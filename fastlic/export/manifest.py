@@ -8,13 +8,13 @@ Layout of a directory written by :func:`fastlic.export.export_model`::
                            a runtime Codec; its sha256 is ``weights_sha256``
     g_a.onnx               DeformConv variant (TensorRT, onnxruntime >= 1.25)
     g_a_gridsample.onnx    GridSample variant (onnxruntime without a DeformConv kernel)
-    h_a.onnx h_s.onnx anchor.onnx nonanchor.onnx g_s.onnx
-    h_s_col2im.onnx anchor_col2im.onnx nonanchor_col2im.onnx g_s_col2im.onnx
-                           pixel shuffles as Col2Im (onnxruntime's CPU choice; the
-                           default files write them as ConvTranspose or DepthToSpace
-                           for TensorRT)
-    *_fp16.onnx            with ``export --fp16``: FP16 variant of each graph above
-                           except the Col2Im ones
+    h_a.onnx g_s.onnx
+    h_s.onnx anchor.onnx nonanchor.onnx
+                           the exact stages (integer arithmetic in MatMul and float64
+                           elementwise ops, docs/exact.md); every engine runs these
+    g_s_col2im.onnx        pixel shuffles as Col2Im (onnxruntime's CPU choice; the
+                           default file writes them as ConvTranspose for TensorRT)
+    *_fp16.onnx            with ``export --fp16``: FP16 variant of g_a, h_a and g_s
                            (FP32 inputs/outputs, :mod:`fastlic.export.fp16`)
     fp16_ranges.json       with ``--fp16``: the activation ranges its FP32 nodes follow
 
@@ -37,7 +37,10 @@ from ..errors import ManifestError
 #    shuffles are grouped ConvTranspose nodes instead of DepthToSpace.
 # 3: <stage>_col2im.onnx of h_s, anchor, nonanchor, g_s (pixel shuffles as Col2Im),
 #    onnxruntime's files.
-FORMAT_VERSION = 3
+# 4: h_s, anchor and nonanchor are the exact stages (fastlic.model.exact: integer
+#    arithmetic, outputs ``index`` and ``mean``), one file each, no FP16 twin; only g_s
+#    has a Col2Im variant.
+FORMAT_VERSION = 4
 MANIFEST_NAME = "manifest.json"
 
 

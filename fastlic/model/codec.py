@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from . import quant
 from .distributions import likelihood
 from .factorized import FactorizedPrior
 from .layers import (GDN, CheckerboardContext, DeformableResidualBlock, ResidualBlock,
@@ -106,6 +107,11 @@ class FastLIC(nn.Module):
         self.nonanchor_net = _param_net(4 * m, 2 * m)
         self.g_s = Decoder(cfg)
         self.z_prior = FactorizedPrior(nh)
+        # Optional parts: ``qat`` (fastlic.model.quant.QAT) makes h_s, the context and the
+        # parameter networks train in the exact path's integer formats; ``exact``
+        # (fastlic.model.exact.ExactEntropy) is their integer form, which the runtime runs.
+        self.qat = None
+        self.exact = None
 
     # ---- stages (one ONNX graph each) -------------------------------------------
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,21 +124,32 @@ class FastLIC(nn.Module):
 
     def hyper_synthesis(self, z_hat: torch.Tensor) -> torch.Tensor:
         """ẑ -> hyper features (B, 2M, H/16, W/16)."""
+        if self.qat is not None:
+            return quant.hyper_synthesis(self, z_hat)
         return self.h_s(z_hat)
 
     def _split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scale, mean = params.chunk(2, dim=1)
-        return lower_bound(F.softplus(scale), SCALE_MIN), mean
+        return self._split_raw(*params.chunk(2, dim=1))
+
+    @staticmethod
+    def _split_raw(raw: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return lower_bound(F.softplus(raw), SCALE_MIN), mean
 
     def anchor_params(self, hyper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pass 1: hyper -> (scale, mean) of the anchors, each (B, M, h, w)."""
         if self.anchor_net is None:   # shared network: the context of an all-zero latent
             b, _, h, w = hyper.shape
             return self.nonanchor_params(hyper, hyper.new_zeros(b, self.cfg.latent_channels, h, w))
+        if self.qat is not None:
+            return self._split_raw(*quant.param_net(self, "a", self.anchor_net, hyper))
         return self._split(self.anchor_net(hyper))
 
     def nonanchor_params(self, hyper: torch.Tensor, y_hat_anchor: torch.Tensor):
         """Pass 2: hyper and ŷ with non-anchors zeroed -> (scale, mean) of the non-anchors."""
+        if self.qat is not None:
+            ctx = quant.context(self, y_hat_anchor)
+            return self._split_raw(*quant.param_net(self, "n", self.nonanchor_net,
+                                                    torch.cat((hyper, ctx), dim=1)))
         ctx = self.context(y_hat_anchor)
         return self._split(self.nonanchor_net(torch.cat((hyper, ctx), dim=1)))
 

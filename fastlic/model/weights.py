@@ -11,6 +11,7 @@ from safetensors import safe_open
 
 from .codec import FastLIC
 from .config import ModelConfig
+from .quant import prepare_for
 
 
 # The checkerboard context convolution reads 12 of its 25 kernel taps (a fixed
@@ -69,6 +70,7 @@ def load_model(path: str | Path) -> tuple[FastLIC, dict, dict]:
     model = FastLIC(ModelConfig.from_json(meta["config"]))
     tensors = load_file(str(path))
     _unpack_context(tensors, model)
+    prepare_for(model, tensors)
     own = model.state_dict()
     state = {k: v.to(own[k].dtype) for k, v in tensors.items() if k in own}
     model.load_state_dict(state)

@@ -1,4 +1,4 @@
-"""Bitstream v1 (``.flic``): the header dataclass, ``pack`` and ``unpack``.
+"""Bitstream v2 (``.flic``): the header dataclass, ``pack`` and ``unpack``.
 
 The byte layout, every validation rule and the error raised for each are in
 docs/bitstream.md; this module is the only code that reads or writes it.
@@ -24,7 +24,7 @@ from ..errors import (BackendMismatchError, BadMagicError, CorruptBitstreamError
                       TruncatedBitstreamError, UnsupportedVersionError)
 
 MAGIC = b"FLIC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_SIDE = 1 << 15
 MAX_PIXELS = 1 << 28
 MAX_NAME_LEN = 64
@@ -214,6 +214,11 @@ def _read_magic_and_version(r: _Reader) -> None:
                             "pass a file written by `fastlic encode`")
     r.take(len(MAGIC), "magic")
     (version,) = r.take(1, "format version")
+    if version == 1:
+        raise UnsupportedVersionError(
+            ".flic format version 1 is not supported: v1 files took their probabilities from "
+            "float networks and decode only on the engine that wrote them; this fastlic reads "
+            f"version {FORMAT_VERSION} (exact entropy path): re-encode the source image")
     if version != FORMAT_VERSION:
         raise UnsupportedVersionError(
             f".flic format version {version} is not supported (this fastlic reads version "
@@ -326,7 +331,8 @@ def check_table_indices(header: Header, which: str, indices: np.ndarray) -> None
     if computed != stored:
         raise BackendMismatchError(
             f"{which} probability-table indices differ from the encoder's (CRC {computed:#010x}"
-            f" != {stored:#010x}); decode with the same engine and backend that encoded")
+            f" != {stored:#010x}), which the exact entropy path rules out for intact files: "
+            "the file is damaged or this engine is broken; re-encode the source image")
 
 
 def reconstruction_crc(image: np.ndarray) -> int:
@@ -338,13 +344,16 @@ def reconstruction_crc(image: np.ndarray) -> int:
 
 
 def check_reconstruction(header: Header, image: np.ndarray) -> None:
-    """Raise ReconstructionMismatchError if the header holds a reconstruction CRC and
-    ``image`` (the decoder's final output) does not match it; no-op without one."""
+    """Strict decoding: raise ReconstructionMismatchError unless the header holds a
+    reconstruction CRC and ``image`` (the decoder's final output) matches it."""
     if header.recon_crc is None:
-        return
+        raise ReconstructionMismatchError(
+            "strict decoding needs the encoder's reconstruction CRC, which this file does not "
+            "hold (compressed with --no-checksum); decode without --strict")
     computed = reconstruction_crc(image)
     if computed != header.recon_crc:
         raise ReconstructionMismatchError(
             f"the decoded image differs from the encoder's reconstruction (CRC {computed:#010x}"
-            f" != {header.recon_crc:#010x}); decode with the encoder's backend, device and "
-            "dtype, or pass --no-verify (verify=False) to accept float differences")
+            f" != {header.recon_crc:#010x}): the symbols are the encoder's, g_s rounded "
+            "differently; decode with the encoder's backend, device and dtype, or drop "
+            "--strict (strict=False) to accept it")

@@ -15,16 +15,19 @@ Decoder: the same graph from ẑ on, decoding each substream where the encoder
 coded it: two whole-tensor passes, then g_s(ŷ) cropped to the image size.
 
 Channels whose symbols are all zero in both passes are not coded (the header's
-channel mask). Each σ is mapped to a shipped probability table by
-``EntropyTables.scale_index``; the CRC32 of those indices, per pass, is in the
-header so a decoder that derives other indices (another backend, other float
-arithmetic) stops with ``BackendMismatchError`` instead of returning a wrong image.
-Equal indices give equal symbols, but g_s can still differ by float noise between
-backends (a few pixels one level off), so by default the encoder also runs g_s and
-stores the CRC32 of its own output image, and the decoder raises
-``ReconstructionMismatchError`` rather than return an image that differs from it.
-``compress(..., checksum=False)`` skips that g_s run (faster encoding, no check);
-``decompress(..., verify=False)`` returns the image even if it differs.
+channel mask). h_s and the parameter networks are the exact stages
+(:mod:`fastlic.model.exact`): they return each symbol's probability-table index and
+mean in integer arithmetic, the same bits on every engine, device, thread count and
+dtype, so every decoder reads the same symbols and ŷ. The CRC32 of the indices, per
+pass, is in the header: a mismatch means a damaged file or a broken engine
+(``BackendMismatchError``), never float noise.
+
+g_s stays float, so its image can differ between engines by a level in a few
+pixels. By default the encoder also runs g_s and stores the CRC32 of its own output
+image; ``decompress`` returns the decoder's image either way (a file decodes
+everywhere), ``decompress(..., strict=True)`` raises ``ReconstructionMismatchError``
+if it differs and :meth:`Codec.matches_encoder` tells whether it does.
+``compress(..., checksum=False)`` skips that g_s run (faster encoding, no CRC).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from ..engines import load_engines
 from ..entropy.coder import SymbolCoder
 from ..entropy.tables import EntropyTables, build_tables
 from ..errors import CorruptBitstreamError, UsageError
+from ..model.quant import with_exact
 from .bitstream import (Bitstream, ColorLayout, Header, check_model, check_reconstruction,
                         check_table_indices, pack, reconstruction_crc, table_index_crc, unpack)
 from .image import from_codable, model_input, padded, to_codable
@@ -81,7 +85,9 @@ def _checkerboard(h: int, w: int) -> np.ndarray:
 
 
 def _anchor_input(sym: np.ndarray, mean_a: np.ndarray, anchor: np.ndarray) -> np.ndarray:
-    """ŷ with non-anchors zeroed: the input of the non-anchor pass (1, M, h, w) float32."""
+    """ŷ with non-anchors zeroed: the input of the non-anchor pass (1, M, h, w) float32.
+    (float32 sym + μ is exact for |ŷ| < 2^17, μ being a multiple of 2^-6, and IEEE-rounded
+    the same way everywhere beyond; the exact stage clamps it.)"""
     return np.where(anchor, sym + mean_a, 0).astype(np.float32)
 
 
@@ -94,6 +100,11 @@ def _pass_elements(mask: np.ndarray, positions: np.ndarray, grid: int) -> np.nda
     not a boolean (M, h, w) mask: numpy takes and puts by index several times faster.)
     """
     return (np.flatnonzero(mask)[:, None] * grid + positions[None, :]).ravel()
+
+
+def _table_indices(index: np.ndarray, coded: np.ndarray) -> np.ndarray:
+    """The exact stage's indices (1, M, h, w) float32 at the flat elements ``coded`` -> uint8."""
+    return index[0].take(coded).astype(np.uint8)
 
 
 def _z_table_index(channels: int, per_channel: int) -> np.ndarray:
@@ -145,7 +156,9 @@ class Codec:
     def from_model(cls, model, name: str | None = None, quality: int = 0, tables=None,
                    weights_hash: bytes | None = None, backend: str = "torch",
                    device: str = "cpu", **engine_options):
-        """Wrap an in-memory FastLIC (tests, training); tables are built if not given."""
+        """Wrap an in-memory FastLIC (tests, training); tables are built if not given,
+        and the exact stages converted (:func:`fastlic.model.quant.with_exact`) if the
+        model has none. The weights hash covers the float weights only."""
         if weights_hash is None:
             h = hashlib.sha256()
             for k, v in sorted(model.state_dict().items()):
@@ -157,6 +170,8 @@ class Codec:
                          cfg.anchor_family, cfg.nonanchor_family)
         options = engine_options_for(backend, device, engine_options)
         tables = tables or build_tables(model)
+        if model.exact is None:   # a float model (tests, training): its exact path first
+            model = with_exact(model, tables)
         return cls(info, load_engines(backend, model, **options), tables, backend, device)
 
     @classmethod
@@ -219,8 +234,9 @@ class Codec:
         return self._run("h_s", timer, z_hat=z_hat)["hyper"]
 
     def _params(self, stage: str, timer, **inputs) -> tuple[np.ndarray, np.ndarray]:
+        """(table index, mean) of one pass, each (1, M, h, w) float32."""
         out = self._run(stage, timer, **inputs)
-        return out["scale"], out["mean"]
+        return out["index"], out["mean"]
 
     # ---- encoder ----------------------------------------------------------------
     def compress(self, image: np.ndarray, drop_alpha: bool = False, timer: StageTimer | None = None,
@@ -264,15 +280,15 @@ class Codec:
 
     def _quantise(self, y: np.ndarray, hyper: np.ndarray, geo: _Latent, timer) -> "_Quantised":
         """The two checkerboard passes of the encoder: symbols and entropy parameters."""
-        scale_a, mean_a = self._params("anchor", timer, hyper=hyper)
+        index_a, mean_a = self._params("anchor", timer, hyper=hyper)
         with maybe_stage(timer, "quantize_anchor"):
             sym_a = self._symbols(y - mean_a)
             y_hat_anchor = _anchor_input(sym_a, mean_a, geo.anchor)
-        scale_n, mean_n = self._params("nonanchor", timer, hyper=hyper, y_hat_anchor=y_hat_anchor)
+        index_n, mean_n = self._params("nonanchor", timer, hyper=hyper, y_hat_anchor=y_hat_anchor)
         with maybe_stage(timer, "quantize_nonanchor"):
             sym = np.where(geo.anchor, sym_a, self._symbols(y - mean_n))
             mask = sym[0].reshape(sym.shape[1], -1).any(axis=1)
-        return _Quantised(sym, mask, scale_a, scale_n, mean_n, y_hat_anchor)
+        return _Quantised(sym, mask, index_a, index_n, mean_n, y_hat_anchor)
 
     @staticmethod
     def _symbols(residual: np.ndarray) -> np.ndarray:
@@ -289,10 +305,10 @@ class Codec:
         with maybe_stage(timer, "entropy_encode_z"):
             sub_z = self._encode_z(z_hat)
         with maybe_stage(timer, "entropy_encode_anchor"):
-            sub_a, crc_a = self._encode_pass(self.anchor_coder, sym, q.scale_a, q.mask,
+            sub_a, crc_a = self._encode_pass(self.anchor_coder, sym, q.index_a, q.mask,
                                              geo.anchor_positions)
         with maybe_stage(timer, "entropy_encode_nonanchor"):
-            sub_n, crc_n = self._encode_pass(self.nonanchor_coder, sym, q.scale_n, q.mask,
+            sub_n, crc_n = self._encode_pass(self.nonanchor_coder, sym, q.index_n, q.mask,
                                              geo.nonanchor_positions)
         with maybe_stage(timer, "pack"):
             header = Header(self.info.name, self.info.weights_hash, self.info.quality, geo.height,
@@ -304,10 +320,10 @@ class Codec:
         idx = _z_table_index(z_hat.shape[1], z_hat[0, 0].size)
         return self.z_coder.encode(z_hat[0].astype(np.int32).ravel(), idx)
 
-    def _encode_pass(self, coder, sym, scale, mask, positions):
+    def _encode_pass(self, coder, sym, index, mask, positions):
         """Code the symbols of the coded channels at ``positions``; returns (bytes, index CRC)."""
-        coded = _pass_elements(mask, positions, scale[0, 0].size)
-        idx = self.tables.scale_index(scale[0].take(coded))
+        coded = _pass_elements(mask, positions, index[0, 0].size)
+        idx = _table_indices(index, coded)
         return coder.encode(sym.take(coded), idx), table_index_crc(idx)
 
     # ---- decoder ----------------------------------------------------------------
@@ -329,12 +345,14 @@ class Codec:
         return z + sum(h.channel_mask) * geo.anchor.size
 
     def decompress(self, data: bytes, timer: StageTimer | None = None,
-                   verify: bool = True) -> np.ndarray:
+                   strict: bool = False) -> np.ndarray:
         """.flic bytes -> uint8 (H, W, 3), or (H, W) for greyscale images.
 
-        If the header holds a reconstruction CRC (the default of ``compress``), an image
-        that differs from the encoder's raises ReconstructionMismatchError; with
-        ``verify=False`` it is returned anyway (float differences accepted).
+        The symbols and ŷ are the encoder's on every engine (the exact stages); the
+        image is this codec's g_s of them, which another engine, device or dtype may
+        round differently by a level in a few pixels. ``strict``: raise
+        ReconstructionMismatchError unless the image is the encoder's own, bit for bit
+        (needs the header's reconstruction CRC, the default of ``compress``).
         """
         with activate(timer):
             with maybe_stage(timer, "parse"):
@@ -343,10 +361,17 @@ class Codec:
             geo = _Latent(h.height, h.width)
             y_hat = self._decode_latent(bs, geo, timer)
             image = self._synthesize(y_hat, geo, h.color, timer)
-            if verify and h.recon_crc is not None:
+            if strict:
                 with maybe_stage(timer, "check_reconstruction"):
                     check_reconstruction(h, image)
             return image
+
+    @staticmethod
+    def matches_encoder(data: bytes, image: np.ndarray) -> bool | None:
+        """Whether ``image`` (a decode of ``data``) is the encoder's reconstruction bit for
+        bit: True, False, or None when the file holds no reconstruction CRC."""
+        h = unpack(data).header
+        return None if h.recon_crc is None else reconstruction_crc(image) == h.recon_crc
 
     def decode_latent(self, data: bytes) -> np.ndarray:
         """.flic bytes -> ŷ (1, M, h, w) float32, the input of g_s (for analysis and tests)."""
@@ -359,13 +384,13 @@ class Codec:
         z_hat = self._decode_z(bs.substreams[0], geo, timer)
         hyper = self._hyper(z_hat, timer)
         sym = np.zeros((1, self.info.latent_channels, *geo.anchor.shape), dtype=np.float32)
-        scale_a, mean_a = self._params("anchor", timer, hyper=hyper)
-        self._decode_pass(self.anchor_coder, bs.substreams[1], h, sym, scale_a,
+        index_a, mean_a = self._params("anchor", timer, hyper=hyper)
+        self._decode_pass(self.anchor_coder, bs.substreams[1], h, sym, index_a,
                           mask, geo.anchor_positions, "anchor", timer)
         with maybe_stage(timer, "dequantize_anchor"):
             y_hat_anchor = _anchor_input(sym, mean_a, geo.anchor)
-        scale_n, mean_n = self._params("nonanchor", timer, hyper=hyper, y_hat_anchor=y_hat_anchor)
-        self._decode_pass(self.nonanchor_coder, bs.substreams[2], h, sym, scale_n,
+        index_n, mean_n = self._params("nonanchor", timer, hyper=hyper, y_hat_anchor=y_hat_anchor)
+        self._decode_pass(self.nonanchor_coder, bs.substreams[2], h, sym, index_n,
                           mask, geo.nonanchor_positions, "nonanchor", timer)
         with maybe_stage(timer, "dequantize"):
             return _full_latent(y_hat_anchor, sym, mean_n, geo.anchor)
@@ -377,11 +402,11 @@ class Codec:
             z_hat = self.z_coder.decode(data, idx)
             return z_hat.reshape(1, zc, *geo.z_shape).astype(np.float32)
 
-    def _decode_pass(self, coder, data, header, sym, scale, mask, positions, name, timer):
+    def _decode_pass(self, coder, data, header, sym, index, mask, positions, name, timer):
         """Decode one checkerboard pass into ``sym`` (1, M, h, w) in place."""
         with maybe_stage(timer, f"table_index_{name}"):
-            coded = _pass_elements(mask, positions, scale[0, 0].size)
-            idx = self.tables.scale_index(scale[0].take(coded))
+            coded = _pass_elements(mask, positions, index[0, 0].size)
+            idx = _table_indices(index, coded)
             check_table_indices(header, name, idx)
         with maybe_stage(timer, f"entropy_decode_{name}"):
             sym[0].reshape(-1)[coded] = coder.decode(data, idx)  # a view; faster than put
@@ -399,7 +424,7 @@ class _Quantised:
 
     sym: np.ndarray            # anchors from pass 1, non-anchors from pass 2 (integers)
     mask: np.ndarray           # channels with a non-zero symbol: the coded ones
-    scale_a: np.ndarray
-    scale_n: np.ndarray
+    index_a: np.ndarray        # table indices (integers) at anchors
+    index_n: np.ndarray        # ... at non-anchors
     mean_n: np.ndarray
     y_hat_anchor: np.ndarray   # ŷ at anchors, 0 elsewhere: the input of pass 2

@@ -113,9 +113,14 @@ def load_network(path: Path):
     from ..model.weights import load_model  # noqa: PLC0415
 
     try:
-        return load_model(path)[0]
+        model = load_model(path)[0]
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"{path} is not a fastlic model: {exc}") from exc
+    problem = "it has no exact entropy path" if model.exact is None else model.exact.check()
+    if problem:
+        raise ModelLoadError(f"{path} cannot be used: {problem}; ship it again with "
+                             "`fastlic train-ship` (which converts the entropy networks)")
+    return model
 
 
 def engine_options(backend: str, device: str, options: dict) -> dict:

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import ModelLoadError
 from ..model import FastLIC, ModelConfig
+from ..model.quant import prepare_for
 
 
 def save_checkpoint(path: Path, model, opt, step: int, args, **extra) -> None:
@@ -48,6 +49,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def _model_of(ckpt: dict) -> FastLIC:
     model = FastLIC(ModelConfig.from_json(ckpt["config"]))
+    prepare_for(model, ckpt["model"])
     model.load_state_dict(ckpt["model"])
     return model.eval()
 

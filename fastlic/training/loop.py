@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..model import STRIDE, FastLIC, ModelConfig, get_config
+from ..model.quant import calibrate, enable_qat, prepare_for
 from .checkpoint import load_checkpoint, load_trained, save_checkpoint, ship_checkpoint
 from .data import CropSampler
 from .precision import Precision, resolve_device
@@ -60,6 +61,7 @@ class TrainArgs:
     export_name: str = ""
     quality: int = 0
     init: str = ""
+    qat: bool = False
 
 
 HELP = {
@@ -87,7 +89,12 @@ HELP = {
     "quality": "rate-point number 0..255 written with --export",
     "init": "start a new run from these weights (checkpoint.pt or .safetensors: config and "
             "every tensor; Adam starts afresh), e.g. to continue on another machine",
+    "qat": "quantisation-aware training of the exact entropy path (h_s, context, parameter "
+           "networks in their integer formats); its activation steps are calibrated on "
+           "training crops at the first step and kept (a run from QAT weights stays QAT)",
 }
+
+CALIB_BATCHES = 16   # training batches that calibrate --qat's activation steps
 
 
 def load_matching(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
@@ -147,11 +154,14 @@ class Objective:
         if not self.args.init:
             return
         source = load_trained(self.args.init)
+        # the integer form is derived from the float weights at shipping: never trained
+        state = {k: v for k, v in source.state_dict().items() if not k.startswith("exact.")}
+        prepare_for(model, state)
         if source.cfg == model.cfg:
-            model.load_state_dict(source.state_dict())
+            model.load_state_dict(state)
             return
-        copied, fresh = load_matching(model, source.state_dict())
-        dropped = sorted(set(source.state_dict()) - set(copied))
+        copied, fresh = load_matching(model, state)
+        dropped = sorted(set(state) - set(copied))
         print(f"initialised {len(copied)} tensors from {self.args.init}; random: "
               f"{', '.join(fresh) or 'none'}; not used: {', '.join(dropped) or 'none'}")
 
@@ -224,6 +234,15 @@ def _start(args: TrainArgs, objective: Objective) -> _Run:
     model = FastLIC(ModelConfig.from_json(ckpt["config"]) if ckpt else objective.config())
     if ckpt is None:
         objective.init(model)
+    else:
+        prepare_for(model, ckpt["model"])
+    if args.qat and model.qat is None and ckpt is None:
+        sampler = CropSampler(args.data, args.crop, seed=args.seed + 10_000)
+        steps = calibrate(model, (sampler.batch(args.batch) for _ in range(CALIB_BATCHES)))
+        enable_qat(model, steps)
+        print("calibrated the exact path's activation steps on "
+              f"{CALIB_BATCHES * args.batch} crops: "
+              + ", ".join(f"{k} {v:.3g}" for k, v in steps.items()))
     extra = objective.prepare(model)
     model.to(device)
     groups = [{"params": list(model.parameters())}]   # group 0: the model, as checkpoints expect
