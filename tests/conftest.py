@@ -47,6 +47,15 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
+def tiny_exact(tiny_model):
+    """tiny_model with its exact entropy path (what the engines run), as Codec.from_model
+    converts it."""
+    from fastlic.entropy.tables import build_tables
+    from fastlic.model.quant import with_exact
+    return with_exact(tiny_model, build_tables(tiny_model))
+
+
+@pytest.fixture(scope="session")
 def shipped_tiny(tiny_model, tmp_path_factory) -> Path:
     """A copy of tiny_model whose deformable conv really deforms, shipped (fp16 weights,
     tables, name "fastlic-tiny-test", quality 1) to a .safetensors file."""

@@ -14,7 +14,14 @@ from fastlic.runtime.codec import Codec
 from fastlic.training.loop import Objective, TrainArgs, load_matching
 
 
-@pytest.mark.parametrize("change", [{"deformable": False}, {"shared_params": True}])
+def test_the_shared_network_ablation_has_no_exact_path_and_the_runtime_says_so(photo):
+    from fastlic.errors import ModelLoadError
+    model = FastLIC(get_config("tiny", shared_params=True)).eval()
+    with pytest.raises(ModelLoadError, match="separate anchor and non-anchor"):
+        Codec.from_model(model)
+
+
+@pytest.mark.parametrize("change", [{"deformable": False}])
 def test_ablation_variant_round_trips_through_the_runtime(change, photo):
     torch.manual_seed(0)
     model = FastLIC(get_config("tiny", **change)).eval()

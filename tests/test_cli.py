@@ -50,9 +50,10 @@ def test_compress_checksum_and_info(weights, png, tmp_path, capsys):
     assert np.asarray(Image.open(out)).shape == np.asarray(Image.open(png)).shape
 
 
-def test_a_differing_reconstruction_fails_unless_no_verify(weights, png, tmp_path, capsys):
+def test_a_differing_reconstruction_decodes_with_a_note_and_strict_refuses_it(weights, png,
+                                                                              tmp_path, capsys):
     """A header CRC the decoded image does not match (as after decoding on another backend):
-    a typed error and no output; --no-verify writes the decoded image anyway."""
+    the image is written with a note on stderr; --strict is a typed error and no output."""
     import dataclasses
     from fastlic.errors import ReconstructionMismatchError
     from fastlic.runtime.bitstream import pack, unpack
@@ -64,12 +65,16 @@ def test_a_differing_reconstruction_fails_unless_no_verify(weights, png, tmp_pat
     bad.write_bytes(pack(dataclasses.replace(bs, header=other)))
     out = tmp_path / "bad.png"
     capsys.readouterr()
-    assert main(["decompress", str(bad), "-o", str(out), "--model", weights]) == \
+    strict = tmp_path / "strict.png"
+    assert main(["decompress", str(bad), "-o", str(strict), "--model", weights, "--strict"]) == \
         ReconstructionMismatchError.exit_code
-    assert "--no-verify" in capsys.readouterr().err and not out.exists()
-    assert main(["decompress", str(bad), "-o", str(out), "--model", weights, "--no-verify"]) == 0
+    assert "--strict" in capsys.readouterr().err and not strict.exists()
+    assert main(["decompress", str(bad), "-o", str(out), "--model", weights]) == 0
+    assert "differs from the encoder's reconstruction" in capsys.readouterr().err
     expected = tmp_path / "good.png"
-    assert main(["decompress", str(good), "-o", str(expected), "--model", weights]) == 0
+    assert main(["decompress", str(good), "-o", str(expected), "--model", weights,
+                 "--strict"]) == 0
+    assert "differs" not in capsys.readouterr().err
     np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(expected)))
 
 

@@ -107,9 +107,9 @@ def fake_cuda(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def eager(tiny_model):
+def eager(tiny_exact):
     """The CPU engines (subpixel, packed, channels_last: the defaults)."""
-    return load_engines(tiny_model, device="cpu")
+    return load_engines(tiny_exact, device="cpu")
 
 
 def graphed(eager_engines: dict, fake: FakeCuda) -> dict:
@@ -136,11 +136,11 @@ def test_captures_once_per_shape_and_replays_fresh_inputs(tiny_model, eager, fak
     assert engine.fn.calls["eager"] == 2            # the warm-up, outside the capture
     for feed, got in zip(feeds, results):           # every call sees its own input ...
         want = eager["nonanchor"].run(feed)
-        for name in ("scale", "mean"):
+        for name in ("index", "mean"):
             np.testing.assert_array_equal(got[name], want[name])
-    assert not np.array_equal(results[0]["scale"], results[1]["scale"])
+    assert not np.array_equal(results[0]["mean"], results[1]["mean"])
     # ... and keeps its result: outputs are copies, not the static buffers replays rewrite
-    np.testing.assert_array_equal(results[0]["scale"], eager["nonanchor"].run(feeds[0])["scale"])
+    np.testing.assert_array_equal(results[0]["index"], eager["nonanchor"].run(feeds[0])["index"])
 
 
 def test_new_shapes_capture_and_the_least_recently_used_graph_is_dropped(tiny_model, eager, fake_cuda,
@@ -220,6 +220,6 @@ def test_the_device_check_runs_on_the_cpu(capsys):
     assert check.main(["--device", "cpu", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "| float32 | 5/5 |" in out and "| bfloat16 | 5/5 |" in out
-    assert "| float32 | 5/5 | 0 | 0 | 5/5 | 0.000 |" in out
+    assert "| float32 | 5/5 | 5/5 | 5/5 | inf |" in out
     if not torch.cuda.is_available():
         assert "- float16: EngineError: dtype float16 needs a CUDA device" in out

@@ -169,8 +169,16 @@ def with_exact(model, tables, calib=None):
     from .exact import from_float  # noqa: PLC0415
 
     model = copy.deepcopy(model).float().cpu().eval()
+    if model.cfg.shared_params:
+        from ..errors import ModelLoadError  # noqa: PLC0415
+        raise ModelLoadError("the exact entropy path needs separate anchor and non-anchor "
+                             "networks; the shared_params ablation is for training only")
     if model.qat is None:
         enable_qat(model, calibrate(model, calib if calib is not None else calibration_photos()))
-    model.exact = from_float(model, model.qat.steps(), tables.scale_index,
-                             len(tables.scale_grid))
+    try:
+        model.exact = from_float(model, model.qat.steps(), tables.scale_index,
+                                 len(tables.scale_grid))
+    except ValueError as exc:
+        from ..errors import ModelLoadError  # noqa: PLC0415
+        raise ModelLoadError(f"cannot convert this model to the exact entropy path: {exc}") from exc
     return model
