@@ -167,13 +167,15 @@ def load_engines(model, device: str = "cuda", *, precision: str = "fp16", deform
     profile = Profile(min_size, opt_size, max_size, max_batch)
     if not isinstance(model, (str, Path)):
         from ..export import export_model  # noqa: PLC0415 - needs torch + onnx
+        from ..model.quant import exact_model  # noqa: PLC0415
 
+        model = exact_model(model)   # converted once: the export and the engines share it
         with tempfile.TemporaryDirectory(prefix="fastlic-trt-") as tmp:
             export_model(model, tmp, check=False, gridsample=False)
             return load_engines(tmp, device, precision=precision, deform=deform,
                                 min_size=min_size, opt_size=opt_size, max_size=max_size,
                                 max_batch=max_batch, cache_dir=cache_dir, verify=verify,
-                                log=log, exact=_exact_of(model))
+                                log=log, exact=model.exact)
     from ..export.manifest import load_manifest  # noqa: PLC0415 - stdlib only
     from ..runtime.cache import cache_root  # noqa: PLC0415
 
@@ -194,14 +196,6 @@ def load_engines(model, device: str = "cuda", *, precision: str = "fp16", deform
                                         cache, dev, log)
                    for stage in STAGES if stage not in EXACT_STAGES}
     return {**engines, **exact}
-
-
-def _exact_of(model):
-    if model.exact is not None:
-        return model.exact
-    from ..entropy.tables import build_tables  # noqa: PLC0415
-    from ..model.quant import with_exact  # noqa: PLC0415
-    return with_exact(model, build_tables(model)).exact
 
 
 def _exact_from_dir(directory: Path, manifest):

@@ -135,10 +135,8 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
         weights_sha256 = _copy_weights(Path(weights_file), out, weights_sha256)
     weights_sha256 = weights_sha256 or state_dict_sha256(model)
     model = copy.deepcopy(model).float().cpu().eval()
-    if model.exact is None:   # an in-memory float model: its exact stages first
-        from ..entropy.tables import build_tables  # noqa: PLC0415
-        from ..model.quant import with_exact  # noqa: PLC0415
-        model = with_exact(model, build_tables(model))
+    from ..model.quant import exact_model  # noqa: PLC0415
+    model = exact_model(model)   # an in-memory float model: its exact stages first
     plan = _plan(gridsample, col2im)
     _export_all(model, out, plan, opset, log)
     batches = photo_batches() if check else []

@@ -68,10 +68,8 @@ def photo_batches() -> list[PhotoBatch]:
 def reference_io(model, image: np.ndarray) -> dict[str, tuple[dict, dict]]:
     """stage -> (inputs, outputs) as numpy, from running ``model`` (eval, float32, CPU;
     a model without exact stages is converted first, as export_model does)."""
-    if model.exact is None:
-        from ..entropy.tables import build_tables  # noqa: PLC0415
-        from ..model.quant import with_exact  # noqa: PLC0415
-        model = with_exact(model, build_tables(model))
+    from ..model.quant import exact_model  # noqa: PLC0415
+    model = exact_model(model)
     x = torch.from_numpy(image)
     y = model.analysis(x)
     z = model.hyper_analysis(y)

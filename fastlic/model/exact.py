@@ -62,8 +62,6 @@ LEAKY_SLOPE = LEAKY_NUM / 2 ** LEAKY_SHIFT
 ACC_MAX = 1 << 27             # |acc| <= ACT_MAX · Σ|w| of a column, checked on load
 # QAT activation steps, in this order in ``FastLIC.qat.scales`` (fastlic.model.quant)
 ACT_POINTS = ("hs1", "hs2", "hyper", "a1", "a2", "ctx_in", "n1", "n2")
-# the stored layers (h_s, anchor, context per non-anchor phase, non-anchor)
-LAYERS = ("hs1", "hs2", "hs3", "a1", "a2", "a3", "c01", "c10", "n1", "n2", "n3")
 ANCHOR_PHASES = ((0, 0), (1, 1))
 NONANCHOR_PHASES = ((0, 1), (1, 0))
 TAPS_3X3 = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))

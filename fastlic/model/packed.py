@@ -34,10 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from .codec import FastLIC
+from .exact import ANCHOR_PHASES, NONANCHOR_PHASES, context_taps
 from .subpixel import SHUFFLES
-
-ANCHOR_PHASES = ((0, 0), (1, 1))
-NONANCHOR_PHASES = ((0, 1), (1, 0))
 
 
 def packed_context_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -49,12 +47,8 @@ def packed_context_weight(weight: torch.Tensor) -> torch.Tensor:
     c, m = weight.shape[:2]
     out = weight.new_zeros(2, c, 2, m, 3, 3)
     for o, (ry, rx) in enumerate(NONANCHOR_PHASES):
-        for i, (sy, sx) in enumerate(ANCHOR_PHASES):
-            for da in (-1, 0, 1):
-                for db in (-1, 0, 1):
-                    dy, dx = 2 * da + sy - ry, 2 * db + sx - rx
-                    if abs(dy) <= 2 and abs(dx) <= 2:
-                        out[o, :, i, :, da + 1, db + 1] = weight[:, :, dy + 2, dx + 2]
+        for i, da, db, dy, dx in context_taps(ry, rx):
+            out[o, :, i, :, da + 1, db + 1] = weight[:, :, dy + 2, dx + 2]
     return out.reshape(2 * c, 2 * m, 3, 3)
 
 

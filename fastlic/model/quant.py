@@ -160,6 +160,17 @@ def calibration_photos(size: int = 256) -> list[torch.Tensor]:
     return batches
 
 
+def exact_model(model, tables=None):
+    """``model`` if it has its exact stages, else a converted copy (:func:`with_exact`;
+    ``tables``: its EntropyTables, built here if not given)."""
+    if model.exact is not None:
+        return model
+    if tables is None:
+        from ..entropy.tables import build_tables  # noqa: PLC0415 - entropy imports model
+        tables = build_tables(model)
+    return with_exact(model, tables)
+
+
 def with_exact(model, tables, calib=None):
     """A copy of FastLIC ``model`` with its exact entropy path (``model.exact``), built
     from its QAT activation steps, or else calibrated on ``calib`` batches (default:

@@ -41,7 +41,7 @@ from ..engines import load_engines
 from ..entropy.coder import SymbolCoder
 from ..entropy.tables import EntropyTables, build_tables
 from ..errors import CorruptBitstreamError, UsageError
-from ..model.quant import with_exact
+from ..model.quant import exact_model
 from .bitstream import (Bitstream, ColorLayout, Header, check_model, check_reconstruction,
                         check_table_indices, pack, reconstruction_crc, table_index_crc, unpack)
 from .image import from_codable, model_input, padded, to_codable
@@ -170,8 +170,7 @@ class Codec:
                          cfg.anchor_family, cfg.nonanchor_family)
         options = engine_options_for(backend, device, engine_options)
         tables = tables or build_tables(model)
-        if model.exact is None:   # a float model (tests, training): its exact path first
-            model = with_exact(model, tables)
+        model = exact_model(model, tables)   # a float model (tests, training): converted
         return cls(info, load_engines(backend, model, **options), tables, backend, device)
 
     @classmethod
