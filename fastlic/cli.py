@@ -1,7 +1,11 @@
 """The ``fastlic`` command. Each subcommand is a function ``main(argv) -> int``.
 
-    fastlic compress IMAGE... [-o OUT | --out-dir DIR] [--no-checksum]
-    fastlic decompress FILE.flic... [-o OUT | --out-dir DIR] [--strict]
+    fastlic --version | -V
+    fastlic compress IMAGE... [-o OUT | --out-dir DIR] [--force] [--no-checksum]
+                     [--max-pixels N] [--tile PX] [--frame K] [--icc convert|ignore]
+                     [--drop-alpha]
+    fastlic decompress FILE.flic... [-o OUT | --out-dir DIR] [--force] [--strict]
+                       [--max-pixels N] [--tile PX]
     fastlic info FILE.flic...
     fastlic demo
     fastlic train DATA --out RUN
@@ -18,21 +22,57 @@ Model and engine options (compress, decompress, demo, profile, bench):
     --device cpu|cuda[:N]  --dtype float32|float16|bfloat16  --cuda-graphs  --threads N
 With --backend onnxruntime or tensorrt and no --model-dir, the model is exported once
 to ~/.cache/fastlic (or $FASTLIC_CACHE_DIR) and reused; tensorrt (needs --device cuda)
-also caches its built engines there.
+also caches its built engines there. onnxruntime and export need the export extra,
+--plot the eval extra (pip install "fastlic[export]", "fastlic[eval]").
 
-Errors print one line, ``fastlic: error: ...``, and exit non-zero; no output file
-is left half-written (outputs are written to a temporary name, then renamed).
+Outputs: IMAGE.flic / FILE.png beside each input, in --out-dir DIR (created), or -o
+OUT (one input). Each is written to a temporary file beside it (mode 0666 less the
+umask, as any new file) and renamed into place: never half-written. An existing
+output is refused (exit 8) unless --force, also if it appears while coding; --force
+replaces regular files only, never a directory, device, FIFO, socket or symlink.
+What can be checked is checked before any coding: the output folder exists and is
+writable, no two inputs write one output, inputs are files (a directory is refused:
+pass its files, e.g. DIR/*.png), and compress checks each image's size in its
+header against --max-pixels (decompress: the .flic header) before decoding pixels.
+
+Batches (several inputs): a bad file is reported as ``fastlic: error: INPUT: ...``
+and the others go on; at the end ``fastlic: K of N files failed`` and the exit code
+of the first failure reported (every file's checks come before any coding). Bad
+options, output collisions and an unusable --out-dir or model stop everything first.
+
+Exit codes: 0 ok, 1 other error, 2 usage (options, missing input), 3 invalid .flic
+or --strict mismatch, 4 image not codable, 5 model, 6 engine, 7 export, 8 output
+path, 9 pixel limit or out of memory, 10 missing extra, 130 interrupted. Errors
+print one line, ``fastlic: error: ...``.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
 
-from .errors import FastlicError, UsageError
+from .errors import (FastlicError, ImageFormatError, OutOfMemoryError, OutputError,
+                     UsageError)
 from .runtime.memory import keep_freed_memory
+
+BATCH_RULES = ("Several inputs: a failing file is reported (fastlic: error: INPUT: ...) and "
+               "the others go on; the exit code is then the first failure's (see "
+               "`fastlic --help`). A directory input is refused: pass its files (DIR/*.png).")
+OUT_OF_MEMORY = ("out of memory; lower --max-pixels, code smaller images, or use a machine "
+                 "with more memory")
+
+
+def _version() -> str:
+    """The installed distribution's version, else the package's own."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("fastlic")
+    except PackageNotFoundError:
+        from . import __version__
+        return __version__
 
 
 def _add_model_args(p: argparse.ArgumentParser, quality: bool = True) -> None:
@@ -46,7 +86,8 @@ def _add_model_args(p: argparse.ArgumentParser, quality: bool = True) -> None:
     g.add_argument("--model", help="weights .safetensors (default: the shipped model "
                                    + ("of --quality)" if quality else "that made each file)"))
     g.add_argument("--backend", default="torch", choices=sorted(BACKENDS),
-                   help="inference backend (default: torch)")
+                   help="inference backend (default: torch; onnxruntime needs "
+                        'pip install "fastlic[export]")')
     g.add_argument("--model-dir", help="`fastlic export` directory (onnxruntime, tensorrt; "
                                        "default: exported once to the cache)")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
@@ -56,6 +97,23 @@ def _add_model_args(p: argparse.ArgumentParser, quality: bool = True) -> None:
     g.add_argument("--cuda-graphs", action="store_true", help="torch on CUDA: replay CUDA graphs")
     g.add_argument("--threads", type=int, default=0,
                    help="intra-op threads (0: the backend decides)")
+
+
+def _add_output_args(p: argparse.ArgumentParser, output_help: str) -> None:
+    """-o, --out-dir, --force, --max-pixels and --tile: what compress and decompress share."""
+    from .runtime.bitstream import DEFAULT_MAX_PIXELS
+    from .runtime.codec import DEFAULT_TILE
+    p.add_argument("-o", "--output", help=output_help)
+    p.add_argument("--out-dir", help="folder for the outputs, created if missing "
+                                     "(default: beside each input)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing outputs (regular files only)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse images of more pixels, checked from the header before any "
+                        f"decoding (default {DEFAULT_MAX_PIXELS}, bounds the memory)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="PX",
+                   help="code larger images in tiles of PX pixels a side (a multiple of 64): "
+                        f"memory grows with the tile, not the image (default {DEFAULT_TILE})")
 
 
 def _add_timing_args(p: argparse.ArgumentParser, repeat: int, repeat_help: str,
@@ -73,9 +131,69 @@ def _check_repeat(args) -> None:
         raise UsageError(f"--repeat must be at least 1, got {args.repeat}")
 
 
-def _outputs(inputs: list[str], output: str | None, out_dir: str | None, suffix: str,
-             force: bool) -> list[Path]:
-    """Output path per input; refuses to overwrite unless ``force``."""
+def _check_engine_args(args) -> None:
+    """Before any work: the backend's extra is installed, the pixel limit is sane."""
+    from .engines import require_backend
+    require_backend(args.backend)
+    if getattr(args, "max_pixels", 1) < 1:
+        raise UsageError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    tile = getattr(args, "tile", 64)
+    if tile < 64 or tile % 64:
+        raise UsageError(f"--tile must be a positive multiple of 64, got {tile}")
+
+
+# ---- inputs and outputs -----------------------------------------------------------
+
+def _check_input(src: str, kind: str, pattern: str) -> None:
+    """UsageError unless ``src`` is a file; for a directory, one that says which files
+    in it to pass (``kind`` files, e.g. DIR/``pattern``). Directories are not walked."""
+    path = Path(src)
+    if path.is_dir():
+        raise UsageError(f"{src} is a directory; pass the {kind} files in it, "
+                         f"e.g. {path / pattern}")
+    if not path.is_file():
+        raise UsageError(f"input not found: {src}")
+
+
+def _same_file_key(path: Path) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _check_collisions(inputs: list[str], outputs: list[Path]) -> None:
+    """OutputError if two inputs would write one output, or an output is an input."""
+    sources = {_same_file_key(Path(src)): src for src in inputs}
+    writers: dict[str, str] = {}
+    for src, dst in zip(inputs, outputs):
+        key = _same_file_key(dst)
+        if key in writers and _same_file_key(Path(writers[key])) == _same_file_key(Path(src)):
+            raise OutputError(f"{src} is given twice; pass each input once")
+        if key in writers:
+            raise OutputError(f"{writers[key]} and {src} would both write {dst}; rename one, "
+                              "or code them in separate runs with other --out-dir folders")
+        if key in sources:
+            raise OutputError(f"{src} would write over the input {sources[key]}; pick "
+                              "another -o/--out-dir")
+        writers[key] = src
+
+
+def _make_out_dir(out_dir: str) -> None:
+    """--out-dir, created if missing; OutputError if it cannot be or is not writable."""
+    folder = Path(out_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"--out-dir {folder} is a file, not a folder; pick another") from None
+    except OSError as exc:
+        raise OutputError(f"cannot create --out-dir {folder}: {exc.strerror}; "
+                          "pick another") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"--out-dir {folder} is not writable; pick another")
+
+
+def _outputs(inputs: list[str], output: str | None, out_dir: str | None,
+             suffix: str) -> list[Path]:
+    """Output path per input. Stops everything on conflicting options (UsageError) or
+    outputs that collide (OutputError); creates --out-dir."""
     if output and len(inputs) > 1:
         raise UsageError("-o/--output takes one input; use --out-dir for several")
     if output and out_dir:
@@ -83,22 +201,95 @@ def _outputs(inputs: list[str], output: str | None, out_dir: str | None, suffix:
     if output:
         paths = [Path(output)]
     else:
-        folder = Path(out_dir) if out_dir else None
-        if folder:
-            folder.mkdir(parents=True, exist_ok=True)
-        paths = [(folder or Path(i).parent) / (Path(i).stem + suffix) for i in inputs]
-    for src, dst in zip(inputs, paths):
-        if not Path(src).is_file():
-            raise UsageError(f"input not found: {src}")
-        if dst.exists() and not force:
-            raise UsageError(f"{dst} exists; pass --force to overwrite")
+        paths = [(Path(out_dir) if out_dir else Path(i).parent) / (Path(i).stem + suffix)
+                 for i in inputs]
+    _check_collisions(inputs, paths)
+    if out_dir:
+        _make_out_dir(out_dir)
     return paths
+
+
+def _check_image_pixels(src: str, max_pixels: int, frame: int | None) -> None:
+    """PixelLimitError if the image's header gives more than ``max_pixels``: PIL reads
+    the size without decoding a pixel."""
+    from PIL import Image
+
+    from .runtime.bitstream import check_pixels
+    if Image.MAX_IMAGE_PIXELS is not None:   # Pillow must not refuse what the limit allows
+        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS, max_pixels)
+    try:
+        with Image.open(src) as im:
+            if frame:
+                try:
+                    im.seek(frame)
+                except EOFError:
+                    pass   # read_image names the frames there are
+            width, height = im.size
+    except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageFormatError(f"cannot read {src} as an image: {exc}") from exc
+    check_pixels(width, height, max_pixels)
+
+
+def _read_flic(src: str, max_pixels: int | None) -> bytes:
+    """A .flic file, its header (and pixel limit) checked before its payloads are read."""
+    from .runtime.bitstream import read_file
+    try:
+        return read_file(src, max_pixels)
+    except OSError as exc:
+        raise UsageError(f"cannot read {src}: {exc.strerror or exc}") from None
+
+
+# ---- batches ------------------------------------------------------------------------
+
+def _say(line: str) -> None:
+    """One line on stderr, above the progress bar if there is one."""
+    from tqdm import tqdm
+    tqdm.write(line, file=sys.stderr)
 
 
 def _progress(items, desc: str):
     from tqdm import tqdm
     return tqdm(items, desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr)
 
+
+def _failed(src: str, exc: BaseException) -> int:
+    """Report one file's failure; its exit code."""
+    if isinstance(exc, MemoryError):
+        exc = OutOfMemoryError(OUT_OF_MEMORY)
+    _say(f"fastlic: error: {src}: {exc}")
+    return exc.exit_code
+
+
+def _run_batch(jobs: list, check, setup, run, desc: str | None = None) -> int:
+    """``check(job)`` on every job (cheap: paths, headers), then ``tool = setup()`` (the
+    model) if any passed, then ``run(job, tool)`` on those; a job is (input, output or
+    None). ``desc``: the progress bar's label (None: no bar).
+
+    One job: errors propagate (``main`` prints them). Several: each failure is one line,
+    the others go on, and the result is the first failure's exit code."""
+    if len(jobs) == 1:
+        check(jobs[0])
+        run(jobs[0], setup())
+        return 0
+    codes, ready = [], []
+    for job in jobs:
+        try:
+            check(job)
+            ready.append(job)
+        except FastlicError as exc:
+            codes.append(_failed(job[0], exc))
+    tool = setup() if ready else None
+    for job in (_progress(ready, desc) if desc else ready):
+        try:
+            run(job, tool)
+        except (FastlicError, MemoryError) as exc:
+            codes.append(_failed(job[0], exc))
+    if codes:
+        _say(f"fastlic: {len(codes)} of {len(jobs)} files failed")
+    return codes[0] if codes else 0
+
+
+# ---- codecs -------------------------------------------------------------------------
 
 def _engine_options(args) -> dict:
     """Only the options the user set, so a backend is not handed ones it does not take."""
@@ -120,23 +311,36 @@ def _share_onnxruntime_pool(threads: int) -> None:
 
 
 def _load_codec(args, weights=None):
-    from .runtime.codec import Codec
+    from .runtime.bitstream import DEFAULT_MAX_PIXELS
+    from .runtime.codec import DEFAULT_TILE, Codec
     if args.backend == "onnxruntime":
         _share_onnxruntime_pool(args.threads or 0)
     return Codec.load(weights or args.model, backend=args.backend, device=args.device,
                       quality=getattr(args, "quality", None), model_dir=args.model_dir,
-                      log=lambda line: print(line, file=sys.stderr), **_engine_options(args))
+                      log=lambda line: print(line, file=sys.stderr),
+                      max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS),
+                      tile=getattr(args, "tile", DEFAULT_TILE), **_engine_options(args))
 
 
 class _CodecPerModel:
     """Decoders for files from any shipped model: with --model or --model-dir, that one
-    model; else the shipped weights each file's header names, each loaded once."""
+    model (``preload``); else the shipped weights each file's header names, each loaded
+    once."""
 
     def __init__(self, args):
         self.args, self.codecs = args, {}
 
+    def fixed(self) -> bool:
+        return bool(self.args.model or self.args.model_dir)
+
+    def preload(self) -> "_CodecPerModel":
+        """Load the one model now, so a bad --model stops a batch before its files."""
+        if self.fixed():
+            self.codecs[None] = _load_codec(self.args)
+        return self
+
     def __call__(self, data: bytes):
-        if self.args.model or self.args.model_dir:
+        if self.fixed():
             key = None
         else:
             from .runtime.bitstream import peek_header
@@ -148,82 +352,112 @@ class _CodecPerModel:
         return self.codecs[key]
 
 
-def compress_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="fastlic compress", description="Compress images to .flic files.")
+# ---- subcommands --------------------------------------------------------------------
+
+def _compress_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastlic compress", description="Compress images to .flic files.",
+                                epilog=BATCH_RULES)
     p.add_argument("inputs", nargs="+", help="8-bit RGB or greyscale images (PNG, JPEG, ...)")
-    p.add_argument("-o", "--output", help="output file (one input only)")
-    p.add_argument("--out-dir", help="folder for the outputs (default: beside each input)")
+    _add_output_args(p, "output file (one input only)")
     p.add_argument("--drop-alpha", action="store_true", help="code RGB and discard transparency")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--frame", type=int, metavar="K",
+                   help="code frame K (from 0) of a file of several frames or pages "
+                        "(TIFF, GIF, APNG, WebP), which are refused without it")
+    p.add_argument("--icc", choices=("convert", "ignore"), default="convert",
+                   help="an embedded ICC profile: convert the image to sRGB (default), or "
+                        "ignore it and code the values as they are")
     p.add_argument("--checksum", action=argparse.BooleanOptionalAction, default=True,
                    help="store a CRC32 of the reconstruction (4 bytes; on by default): a decoder "
                         "whose image differs (other backend or device) fails instead of "
                         "returning it. --no-checksum skips the encoder's g_s run: faster, "
                         "unchecked")
     _add_model_args(p)
-    args = p.parse_args(argv)
-    from .runtime.image import read_image, write_atomic
-    outputs = _outputs(args.inputs, args.output, args.out_dir, ".flic", args.force)
-    codec = _load_codec(args)
-    for src, dst in _progress(list(zip(args.inputs, outputs)), "compress"):
-        rgb, layout = read_image(src, drop_alpha=args.drop_alpha)
+    return p
+
+
+def compress_main(argv: list[str]) -> int:
+    args = _compress_parser().parse_args(argv)
+    if args.frame is not None and args.frame < 0:
+        raise UsageError(f"--frame counts from 0, got {args.frame}")
+    _check_engine_args(args)
+    from .runtime.image import check_output, read_image, write_atomic
+    jobs = list(zip(args.inputs, _outputs(args.inputs, args.output, args.out_dir, ".flic")))
+
+    def check(job):
+        _check_input(job[0], "image", "*.png")
+        check_output(job[1], args.force)
+        _check_image_pixels(job[0], args.max_pixels, args.frame)
+
+    def run(job, codec):
+        src, dst = job
+        rgb, layout = read_image(src, drop_alpha=args.drop_alpha, frame=args.frame, icc=args.icc)
         image = rgb[:, :, 0] if layout == 1 else rgb
         data = codec.compress(image, checksum=args.checksum)
-        write_atomic(dst, data)
-        if len(outputs) == 1:
+        write_atomic(dst, data, force=args.force)
+        if len(jobs) == 1:
             bpp = 8 * len(data) / (rgb.shape[0] * rgb.shape[1])
             print(f"{dst}: {len(data)} bytes, {bpp:.3f} bpp")
-    return 0
+
+    return _run_batch(jobs, check, lambda: _load_codec(args), run, "compress")
 
 
 def decompress_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="fastlic decompress", description="Decompress .flic files to PNG.")
+    p = argparse.ArgumentParser(prog="fastlic decompress", description="Decompress .flic files to PNG.",
+                                epilog=BATCH_RULES.replace("*.png", "*.flic"))
     p.add_argument("inputs", nargs="+", help=".flic files")
-    p.add_argument("-o", "--output", help="output image (one input only; suffix picks the format)")
-    p.add_argument("--out-dir", help="folder for the outputs (default: beside each input)")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    _add_output_args(p, "output image (one input only; suffix picks the format)")
     p.add_argument("--strict", action="store_true",
                    help="refuse (exit 3) unless the image is the encoder's reconstruction bit for "
                         "bit; by default a file decodes on any backend, device and dtype, whose "
                         "g_s may round a few pixels by a level differently (noted on stderr)")
     _add_model_args(p, quality=False)
     args = p.parse_args(argv)
-    from .runtime.image import write_image
-    outputs = _outputs(args.inputs, args.output, args.out_dir, ".png", args.force)
-    codec_for = _CodecPerModel(args)
-    for src, dst in _progress(list(zip(args.inputs, outputs)), "decompress"):
-        data = Path(src).read_bytes()
+    _check_engine_args(args)
+    from .runtime.image import check_output, image_format, write_image
+    jobs = list(zip(args.inputs, _outputs(args.inputs, args.output, args.out_dir, ".png")))
+
+    def check(job):
+        _check_input(job[0], ".flic", "*.flic")
+        check_output(job[1], args.force)
+        image_format(job[1])
+
+    def run(job, codec_for):
+        src, dst = job
+        data = _read_flic(src, args.max_pixels)
         codec = codec_for(data)
         image = codec.decompress(data, strict=args.strict)
-        write_image(dst, image)
+        write_image(dst, image, force=args.force)
         if codec.matches_encoder(data, image) is False:
-            print(f"fastlic: note: {dst} differs from the encoder's reconstruction in g_s's "
-                  "float rounding (another backend, device or dtype); the symbols are exact",
-                  file=sys.stderr)
-        if len(outputs) == 1:
+            _say(f"fastlic: note: {dst} differs from the encoder's reconstruction in g_s's "
+                 "float rounding (another backend, device or dtype); the symbols are exact")
+        if len(jobs) == 1:
             print(f"{dst}: {image.shape[1]}x{image.shape[0]}")
-    return 0
+
+    return _run_batch(jobs, check, _CodecPerModel(args).preload, run, "decompress")
+
+
+def _describe(src: str, data: bytes) -> str:
+    """One line of ``fastlic info``: the header of a .flic file's bytes."""
+    from .runtime.bitstream import unpack
+    bs = unpack(data)
+    h = bs.header
+    coded = sum(h.channel_mask)
+    recon = "none" if h.recon_crc is None else f"{h.recon_crc:#010x}"
+    return (f"{src}: {h.width}x{h.height} {h.color.name}, model {h.model_name} "
+            f"({h.weights_hash.hex()}), quality {h.quality}, {len(data)} bytes "
+            f"({8 * len(data) / (h.width * h.height):.3f} bpp), channels coded "
+            f"{coded}/{len(h.channel_mask)}, substreams {[len(s) for s in bs.substreams]}, "
+            f"reconstruction checksum {recon}")
 
 
 def info_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="fastlic info", description="Print the header of .flic files.")
+    p = argparse.ArgumentParser(prog="fastlic info", description="Print the header of .flic files.",
+                                epilog=BATCH_RULES.replace("*.png", "*.flic"))
     p.add_argument("inputs", nargs="+")
     args = p.parse_args(argv)
-    from .runtime.bitstream import unpack
-    for src in args.inputs:
-        if not Path(src).is_file():
-            raise UsageError(f"input not found: {src}")
-        data = Path(src).read_bytes()
-        bs = unpack(data)
-        h = bs.header
-        coded = sum(h.channel_mask)
-        recon = "none" if h.recon_crc is None else f"{h.recon_crc:#010x}"
-        print(f"{src}: {h.width}x{h.height} {h.color.name}, model {h.model_name} "
-              f"({h.weights_hash.hex()}), quality {h.quality}, {len(data)} bytes "
-              f"({8 * len(data) / (h.width * h.height):.3f} bpp), channels coded "
-              f"{coded}/{len(h.channel_mask)}, substreams {[len(s) for s in bs.substreams]}, "
-              f"reconstruction checksum {recon}")
-    return 0
+    jobs = [(src, None) for src in args.inputs]
+    return _run_batch(jobs, lambda job: _check_input(job[0], ".flic", "*.flic"), lambda: None,
+                      lambda job, _: print(_describe(job[0], _read_flic(job[0], None))))
 
 
 def demo_main(argv: list[str]) -> int:
@@ -232,6 +466,7 @@ def demo_main(argv: list[str]) -> int:
                                             "bpp, PSNR and encode/decode milliseconds.")
     _add_model_args(p)
     args = p.parse_args(argv)
+    _check_engine_args(args)
     import numpy as np
     from skimage import data as skdata
     from .evaluation.metrics import psnr
@@ -254,20 +489,33 @@ def demo_main(argv: list[str]) -> int:
     return 0
 
 
+def _check_reports(*paths: str | None) -> None:
+    """Report files (--json, --plot) are replaced if they are regular files; anything
+    else in the way, or a missing or read-only folder, is an OutputError now."""
+    from .runtime.image import check_output
+    for path in paths:
+        if path:
+            check_output(path, force=True)
+
+
 def profile_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="fastlic profile",
                                 description="Time every encode and decode stage of one image "
                                             "(device synchronised, warm-up dropped, medians).")
     p.add_argument("image", help="an 8-bit image")
     _add_timing_args(p, 5, "timed runs after the warm-up", "write the medians to this JSON file")
-    p.add_argument("--plot", help="write a bar chart to this PNG file")
+    p.add_argument("--plot", help='write a bar chart to this PNG file (needs pip install '
+                                  '"fastlic[eval]")')
     _add_model_args(p)
     args = p.parse_args(argv)
+    _check_repeat(args)
+    _check_engine_args(args)
     from .runtime import profile
     from .runtime.image import read_image
-    if not Path(args.image).is_file():
-        raise UsageError(f"input not found: {args.image}")
-    _check_repeat(args)
+    if args.plot:
+        profile.require_plotting()
+    _check_input(args.image, "image", "*.png")
+    _check_reports(args.json, args.plot)
     image = read_image(args.image, drop_alpha=True)[0]
     codec = _load_codec(args)
     result = profile.profile_codec(codec, image, args.repeat, name=Path(args.image).name,
@@ -289,8 +537,11 @@ def bench_main(argv: list[str]) -> int:
     _add_model_args(p)
     args = p.parse_args(argv)
     _check_repeat(args)
+    _check_engine_args(args)
+    _check_reports(args.json)
     import json
     from .runtime.bench import bench, format_report, image_files
+    from .runtime.image import write_atomic
     files = image_files(args.folder)
     codec = _load_codec(args)
     enc, dec, bpp = bench(codec, files, args.repeat, checksum=args.checksum)
@@ -300,7 +551,7 @@ def bench_main(argv: list[str]) -> int:
                    "backend": codec.backend, "dtype": args.dtype,
                    "device": codec.device, "mean_bpp": bpp,
                    "encode": enc.summary(), "decode": dec.summary()}
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        write_atomic(args.json, (json.dumps(summary, indent=2) + "\n").encode(), force=True)
     return 0
 
 
@@ -332,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"fastlic {_version()}")
+        return 0
     if argv[0] not in COMMANDS:
         print(f"fastlic: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}",
               file=sys.stderr)
@@ -342,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     except FastlicError as exc:
         print(f"fastlic: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except MemoryError:
+        print(f"fastlic: error: {OUT_OF_MEMORY}", file=sys.stderr)
+        return OutOfMemoryError.exit_code
     except KeyboardInterrupt:
         print("fastlic: interrupted", file=sys.stderr)
         return 130

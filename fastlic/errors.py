@@ -70,7 +70,7 @@ class EngineError(FastlicError):
 
 
 class UsageError(FastlicError):
-    """Bad command-line use: conflicting options, output exists, missing file."""
+    """Bad command-line use: conflicting options, a missing input, a directory as input."""
 
     exit_code = 2
 
@@ -87,3 +87,31 @@ class ExportMismatchError(ExportError):
 
 class ManifestError(ExportError):
     """manifest.json is missing or malformed, or a graph file is missing or its hash differs."""
+
+
+class OutputError(FastlicError):
+    """An output path fastlic cannot or must not write: missing or read-only folder, a
+    directory or device in the way, an existing file without --force, two inputs
+    that would write one output."""
+
+    exit_code = 8
+
+
+class ResourceLimitError(FastlicError):
+    """The work would exceed a limit: the pixel limit, or the memory the machine has."""
+
+    exit_code = 9
+
+
+class PixelLimitError(ResourceLimitError):
+    """An image or a file's header is larger than the configured pixel limit."""
+
+
+class OutOfMemoryError(ResourceLimitError):
+    """An allocation failed while coding (the image is too large for this machine)."""
+
+
+class MissingExtraError(FastlicError):
+    """An optional dependency is not installed; the message names the pip extra."""
+
+    exit_code = 10

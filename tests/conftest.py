@@ -46,6 +46,24 @@ def tiny_model():
     return model
 
 
+@pytest.fixture(scope="module")
+def weights(tiny_model, tmp_path_factory) -> str:
+    """tiny_model shipped as it is ("fastlic-tiny-test", quality 1): the CLI tests' model."""
+    from fastlic.runtime.weights import ship_model
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    ship_model(tiny_model, path, name="fastlic-tiny-test", quality=1)
+    return str(path)
+
+
+@pytest.fixture()
+def png(tmp_path, photo) -> Path:
+    """The photo fixture written as a PNG."""
+    from PIL import Image
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_exact(tiny_model):
     """tiny_model with its exact entropy path (what the engines run), as Codec.from_model

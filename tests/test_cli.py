@@ -7,20 +7,6 @@ from fastlic.cli import main
 from fastlic.runtime.weights import ship_model
 
 
-@pytest.fixture(scope="module")
-def weights(tiny_model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    ship_model(tiny_model, path, name="fastlic-tiny-test", quality=1)
-    return str(path)
-
-
-@pytest.fixture()
-def png(tmp_path, photo):
-    path = tmp_path / "photo.png"
-    Image.fromarray(photo).save(path)
-    return path
-
-
 def test_compress_decompress_info(weights, png, tmp_path, capsys):
     assert main(["compress", str(png), "--model", weights]) == 0
     flic = png.with_suffix(".flic")
@@ -138,9 +124,10 @@ def test_wrong_model_and_odd_images_are_typed_errors(weights, png, tmp_path, cap
 
 
 def test_existing_output_is_not_overwritten(weights, png, capsys):
+    from fastlic.errors import OutputError
     main(["compress", str(png), "--model", weights])
     before = png.with_suffix(".flic").read_bytes()
-    assert main(["compress", str(png), "--model", weights]) == 2
+    assert main(["compress", str(png), "--model", weights]) == OutputError.exit_code
     assert "--force" in capsys.readouterr().err
     assert png.with_suffix(".flic").read_bytes() == before
 

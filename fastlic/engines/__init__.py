@@ -10,13 +10,15 @@ named numpy outputs (the ONNX tensor names in :data:`STAGES`). Backends:
   FP16, cached), see ``tensorrt_engine.py``; ``tensorrt`` itself is imported only
   when this backend is chosen (``import_tensorrt``).
 
-``load_engines(backend, ...)`` imports the backend module only when asked for.
+``load_engines(backend, ...)`` imports the backend module only when asked for; a backend
+whose pip extra is not installed (onnxruntime: ``fastlic[export]``) is a
+MissingExtraError naming it (``require_backend``, which the CLI calls before any work).
 """
 from __future__ import annotations
 
 import importlib
 
-from ..errors import EngineError
+from ..errors import EngineError, MissingExtraError
 from .base import STAGES, Engine, StageSpec
 
 BACKENDS = {"torch": "fastlic.engines.torch_engine",
@@ -24,10 +26,36 @@ BACKENDS = {"torch": "fastlic.engines.torch_engine",
             "tensorrt": "fastlic.engines.tensorrt_engine"}
 
 
+# backend -> (the pip extra that installs it, the packages it imports)
+EXTRAS = {"onnxruntime": ("export", ("onnxruntime",))}
+
+
+def require_extra(extra: str, *modules: str, what: str) -> None:
+    """Import each of ``modules``, or raise MissingExtraError naming the pip extra that
+    installs them (``what`` needs them: "fastlic export", "--plot", ...)."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            missing = isinstance(exc, ModuleNotFoundError) and exc.name == name
+            state = "is not installed" if missing else f"does not import ({exc})"
+            raise MissingExtraError(f"{what} needs the {name} package, which {state}; "
+                                    f'pip install "fastlic[{extra}]"') from None
+
+
+def require_backend(backend: str) -> None:
+    """MissingExtraError if ``backend`` needs packages of an extra that are not installed."""
+    if backend in EXTRAS:
+        extra, modules = EXTRAS[backend]
+        require_extra(extra, *modules, what=f"backend {backend}")
+
+
 def load_engines(backend: str, model, **options) -> dict[str, Engine]:
-    """All six stage engines of ``backend`` for ``model``; raises EngineError if unavailable."""
+    """All six stage engines of ``backend`` for ``model``; raises EngineError if unavailable,
+    MissingExtraError if its extra is not installed."""
     if backend not in BACKENDS:
         raise EngineError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    require_backend(backend)
     try:
         module = importlib.import_module(BACKENDS[backend])
     except ImportError as exc:
@@ -35,4 +63,5 @@ def load_engines(backend: str, model, **options) -> dict[str, Engine]:
     return module.load_engines(model, **options)
 
 
-__all__ = ["STAGES", "Engine", "StageSpec", "BACKENDS", "load_engines"]
+__all__ = ["STAGES", "Engine", "StageSpec", "BACKENDS", "EXTRAS", "load_engines",
+           "require_backend", "require_extra"]

@@ -26,10 +26,13 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from ..errors import EngineError
+from . import require_extra
 from .base import STAGES, Engine, StageSpec
+
+require_extra("export", "onnxruntime", what="backend onnxruntime")   # typed, not ImportError
+import onnxruntime as ort  # noqa: E402
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 _POOL_LOCK = threading.Lock()

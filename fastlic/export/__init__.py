@@ -14,19 +14,28 @@
 All mismatches beyond tolerance are collected and raised as one
 :class:`~fastlic.errors.ExportMismatchError`; the manifest is written only when every
 graph matches. torch and onnx are imported only when exporting, so
-:func:`load_manifest` works without them.
+:func:`load_manifest` works without them; without the ``export`` extra, exporting is a
+:class:`~fastlic.errors.MissingExtraError` before anything is written. The graphs are
+written into a temporary sibling of the output folder, which takes its place only when
+the export succeeded (:func:`_staged`): a failure leaves no partial directory.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from .. import errors
 from ..errors import ExportError, FastlicError, ModelLoadError
-from .manifest import GraphInfo, Manifest, OutputError, load_manifest, write_manifest
+from .manifest import (MANIFEST_NAME, GraphInfo, Manifest, OutputError, load_manifest,
+                       write_manifest)
 from .ranges import RANGES_NAME
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -60,6 +69,15 @@ def _plan(gridsample: bool, col2im: bool = True) -> list[tuple[str, str, str]]:
     if col2im:
         plan += [(s, f"{s}_col2im.onnx", "col2im") for s in COL2IM_STAGES]
     return plan
+
+
+def require_export_packages(onnxruntime: bool = True) -> None:
+    """MissingExtraError unless onnx and onnxscript (and, for the check and the FP16
+    graphs, onnxruntime) import: the ``export`` extra."""
+    from ..engines import require_extra  # noqa: PLC0415
+
+    modules = ("onnx", "onnxscript") + (("onnxruntime",) if onnxruntime else ())
+    require_extra("export", *modules, what="exporting to ONNX")
 
 
 def _versions() -> dict[str, str]:
@@ -125,44 +143,91 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
         (:mod:`fastlic.export.ranges`); else they are measured on ``fp16_images``
         ((label, (B, 3, H, W) float32) pairs), else on the check photos.
     """
-    from .check import check_graphs, photo_batches, raise_on_mismatch  # noqa: PLC0415 - torch
-    from .manifest import read_signature, sha256_file  # noqa: PLC0415
-
+    require_export_packages(onnxruntime=check or fp16)
     log = log or (lambda line: None)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if weights_file is not None:
-        weights_sha256 = _copy_weights(Path(weights_file), out, weights_sha256)
-    weights_sha256 = weights_sha256 or state_dict_sha256(model)
-    model = copy.deepcopy(model).float().cpu().eval()
-    from ..model.quant import exact_model  # noqa: PLC0415
-    model = exact_model(model)   # an in-memory float model: its exact stages first
-    plan = _plan(gridsample, col2im)
-    _export_all(model, out, plan, opset, log)
-    batches = photo_batches() if check else []
-    checks = check_graphs(model, out, {f: s for s, f, _ in plan}, batches, rtol, atol,
-                          threads) if check else {}
-    graphs = tuple(GraphInfo(stage, file, variant, sha256_file(out / file),
-                             *read_signature(out / file), **_check_fields(checks.get(file)))
-                   for stage, file, variant in plan)
-    raise_on_mismatch(checks)
-    if fp16:   # for GPU engines, which run the default graphs
-        from ..engines.base import EXACT_STAGES  # noqa: PLC0415
-        # the exact stages are integers in float32/float64 on every engine: no FP16 twin
-        gpu_plan = [p for p in plan if p[2] != "col2im" and p[0] not in EXACT_STAGES]
-        graphs += _export_fp16(model, out, gpu_plan, weights_sha256, fp16_ranges, fp16_images,
-                               fp16_margin, batches, threads, log)
-    if check:
-        log(format_table(graphs))
-    manifest = Manifest(
-        model_name=model.cfg.name, model_config=model.cfg.to_json(),
-        weights_sha256=weights_sha256, opset=opset, versions=_versions(),
-        photos=tuple(b.label for b in batches), rtol=rtol, atol=atol,
-        graphs=graphs, engines=_engine_files(plan, checks),
-        weights_file=WEIGHTS_FILE if weights_file is not None else "",
-        fp16_ranges=RANGES_NAME if fp16 else "")
-    write_manifest(out, manifest)
-    return manifest
+    with _staged(Path(out_dir)) as out:   # written beside out_dir, renamed at the end
+        from .check import check_graphs, photo_batches, raise_on_mismatch  # noqa: PLC0415 - torch
+        from .manifest import read_signature, sha256_file  # noqa: PLC0415
+
+        if weights_file is not None:
+            weights_sha256 = _copy_weights(Path(weights_file), out, weights_sha256)
+        weights_sha256 = weights_sha256 or state_dict_sha256(model)
+        model = copy.deepcopy(model).float().cpu().eval()
+        from ..model.quant import exact_model  # noqa: PLC0415
+        model = exact_model(model)   # an in-memory float model: its exact stages first
+        plan = _plan(gridsample, col2im)
+        _export_all(model, out, plan, opset, log)
+        batches = photo_batches() if check else []
+        checks = check_graphs(model, out, {f: s for s, f, _ in plan}, batches, rtol, atol,
+                              threads) if check else {}
+        graphs = tuple(GraphInfo(stage, file, variant, sha256_file(out / file),
+                                 *read_signature(out / file), **_check_fields(checks.get(file)))
+                       for stage, file, variant in plan)
+        raise_on_mismatch(checks)
+        if fp16:   # for GPU engines, which run the default graphs
+            from ..engines.base import EXACT_STAGES  # noqa: PLC0415
+            # the exact stages are integers in float32/float64 on every engine: no FP16 twin
+            gpu_plan = [p for p in plan if p[2] != "col2im" and p[0] not in EXACT_STAGES]
+            graphs += _export_fp16(model, out, gpu_plan, weights_sha256, fp16_ranges, fp16_images,
+                                   fp16_margin, batches, threads, log)
+        if check:
+            log(format_table(graphs))
+        manifest = Manifest(
+            model_name=model.cfg.name, model_config=model.cfg.to_json(),
+            weights_sha256=weights_sha256, opset=opset, versions=_versions(),
+            photos=tuple(b.label for b in batches), rtol=rtol, atol=atol,
+            graphs=graphs, engines=_engine_files(plan, checks),
+            weights_file=WEIGHTS_FILE if weights_file is not None else "",
+            fp16_ranges=RANGES_NAME if fp16 else "")
+        write_manifest(out, manifest)
+        return manifest
+
+
+def _new_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those it created, deepest first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+@contextlib.contextmanager
+def _staged(out: Path):
+    """A temporary folder beside ``out`` to export into; it becomes ``out`` when the
+    block succeeds (:func:`_install`). On any failure it is removed, with the parent
+    folders made for it, and ``out`` is as it was."""
+    if out.exists() and not out.is_dir():
+        raise errors.OutputError(f"{out} is a file, not a folder; pick another --out")
+    try:
+        created = _new_folders(out.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+    except OSError as exc:
+        raise errors.OutputError(f"cannot write into {out.parent}: {exc.strerror or exc}; "
+                                 "pick another --out") from None
+    try:
+        yield tmp
+        _install(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """The finished export ``tmp`` becomes ``out``: renamed over a missing or empty
+    folder; moved file by file into one with files (its old manifest removed first and
+    the new one moved last, so the folder never pairs a manifest with other graphs)."""
+    from ..runtime.image import umask  # noqa: PLC0415
+
+    os.chmod(tmp, (os.stat(out).st_mode & 0o7777) if out.is_dir() else 0o777 & ~umask())
+    if not out.is_dir() or (not out.is_symlink() and not any(out.iterdir())):
+        os.replace(tmp, out)
+        return
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    for name in sorted(os.listdir(tmp), key=lambda n: n == MANIFEST_NAME):
+        os.replace(tmp / name, out / name)
+    tmp.rmdir()
 
 
 def _export_fp16(model, out, plan, weights_sha256, ranges, images, margin, batches,
@@ -253,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.opset < 19:
         parser.error(f"--opset {args.opset}: DeformConv needs opset 19 or newer")
     try:
+        require_export_packages(onnxruntime=not args.no_check or args.fp16)
         from ..model.weights import file_hash, load_model  # noqa: PLC0415
         from ..runtime.models import shipped_weights  # noqa: PLC0415
         from .ranges import png_images  # noqa: PLC0415

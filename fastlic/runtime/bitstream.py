@@ -14,19 +14,22 @@ from __future__ import annotations
 import dataclasses
 import enum
 import operator
+import os
 import struct
 import zlib
 
 import numpy as np
 
 from ..errors import (BackendMismatchError, BadMagicError, CorruptBitstreamError,
-                      ModelMismatchError, ReconstructionMismatchError, TrailingDataError,
+                      ModelMismatchError, PixelLimitError, ReconstructionMismatchError,
+                      TrailingDataError,
                       TruncatedBitstreamError, UnsupportedVersionError)
 
 MAGIC = b"FLIC"
 FORMAT_VERSION = 2
 MAX_SIDE = 1 << 15
-MAX_PIXELS = 1 << 28
+MAX_PIXELS = 1 << 28                 # what the format can describe
+DEFAULT_MAX_PIXELS = 1 << 27         # what a Codec codes unless told otherwise (134 Mpx)
 MAX_NAME_LEN = 64
 HASH_LEN = 8
 MAX_CHANNELS = 4096
@@ -211,7 +214,7 @@ def _read_magic_and_version(r: _Reader) -> None:
     head = bytes(r.data[:len(MAGIC)])
     if head != MAGIC[:len(head)] or (len(head) == len(MAGIC) and head != MAGIC):
         raise BadMagicError(f"not a .flic file (starts with {head!r}, expected {MAGIC!r}); "
-                            "pass a file written by `fastlic encode`")
+                            "pass a file written by `fastlic compress`")
     r.take(len(MAGIC), "magic")
     (version,) = r.take(1, "format version")
     if version == 1:
@@ -290,6 +293,48 @@ def unpack(data: bytes) -> Bitstream:
 def peek_header(data: bytes) -> Header:
     """The header of a .flic file, after the same checks as ``unpack`` (CRC included)."""
     return _read_frame(_view(data))[0]
+
+
+# The longest header: magic, version, flags, name length, name, image fields, the mask
+# of MAX_CHANNELS, both index CRCs, the reconstruction CRC, substream count and lengths.
+MAX_PREFIX = (len(MAGIC) + 3 + MAX_NAME_LEN + _IMAGE.size + MAX_CHANNELS // 8
+              + _INDEX_CRCS.size + _U32.size + 1 + _U32.size * len(SUBSTREAM_NAMES))
+
+
+def read_file(path, max_pixels: int | None = None) -> bytes:
+    """A .flic file's bytes, its header read and checked first: the magic, version and
+    fields, that the file is as long as its substream lengths say, and (if given) that
+    width x height is at most ``max_pixels`` (``PixelLimitError``), all before the
+    payloads are read. A 2 GB file that is not .flic costs 1 KB of reading.
+
+    OSError (missing, unreadable) is the caller's to report."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(MAX_PREFIX)     # all of a short file: its length names the error
+        r = _Reader(memoryview(prefix))
+        header = _read_header(r)
+        if max_pixels is not None:
+            check_pixels(header.width, header.height, max_pixels)
+        lengths = [r.unpack(_U32, f"length of substream {name}")[0] for name in SUBSTREAM_NAMES]
+        expected = r.pos + sum(lengths) + _U32.size
+        if size < expected:
+            raise TruncatedBitstreamError(
+                f"truncated .flic file: it is {size} bytes but its header says {expected}; "
+                "the copy is incomplete, copy it again or re-encode")
+        if size > expected:
+            raise TrailingDataError(
+                f".flic file has {size - expected} unexpected bytes after its checksum; "
+                f"cut it to its first {expected} bytes or re-encode it")
+        return prefix + f.read(expected - len(prefix))
+
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Raise PixelLimitError if a width x height image is over ``max_pixels``."""
+    if width * height > max_pixels:
+        raise PixelLimitError(
+            f"image {width}x{height} ({width * height / 1e6:.1f} Mpx) is over the pixel limit "
+            f"of {max_pixels / 1e6:.1f} Mpx; raise it with --max-pixels (max_pixels=) if this "
+            "machine has the memory")
 
 
 # ---------------------------------------------------------------- decoder checks

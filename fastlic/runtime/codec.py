@@ -31,6 +31,7 @@ if it differs and :meth:`Codec.matches_encoder` tells whether it does.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from pathlib import Path
@@ -40,17 +41,27 @@ import numpy as np
 from ..engines import load_engines
 from ..entropy.coder import SymbolCoder
 from ..entropy.tables import EntropyTables, build_tables
-from ..errors import CorruptBitstreamError, UsageError
+from ..errors import CorruptBitstreamError, OutOfMemoryError, UsageError
 from ..model.quant import exact_model
-from .bitstream import (Bitstream, ColorLayout, Header, check_model, check_reconstruction,
-                        check_table_indices, pack, reconstruction_crc, table_index_crc, unpack)
+from .bitstream import (DEFAULT_MAX_PIXELS, Bitstream, ColorLayout, Header, check_model,
+                        check_pixels, check_reconstruction, check_table_indices, pack,
+                        peek_header, reconstruction_crc, table_index_crc, unpack)
 from .image import from_codable, model_input, padded, to_codable
 from .models import (DEFAULT_QUALITY, GRAPH_BACKENDS, WEIGHTS_DIR, cached_export, load_network,
                      read_shipped, shipped_from_dir, shipped_weights)
 from .models import engine_options as engine_options_for
 from .profiling import StageTimer, activate, maybe_stage
+from .tiling import run_tiled, windows
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / f"q{DEFAULT_QUALITY}.safetensors"   # the default rung
+
+# Tiles (fastlic.runtime.tiling): a core of DEFAULT_TILE pixels a side; each stage's halo
+# covers its receptive field, in its input's units: g_a pixels, h_s ẑ positions,
+# the others latent positions (1/16 of a pixel side).
+DEFAULT_TILE = 768
+HALO = {"g_a": 64, "h_s": 2, "anchor": 0, "nonanchor": 2, "g_s": 2}
+UNIT = {"g_a": 1, "h_s": 64, "anchor": 16, "nonanchor": 16, "g_s": 16}   # pixels per unit
+SCALE = {"g_a": 1 / 16, "h_s": 4, "anchor": 1, "nonanchor": 1, "g_s": 16}  # output / input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +85,10 @@ def _to_uint8_hwc(chw: np.ndarray) -> np.ndarray:
     CRC and callers get contiguous memory)."""
     rgb = np.empty((chw.shape[1], chw.shape[2], 3), np.float32)
     np.multiply(chw.transpose(1, 2, 0), np.float32(255.0), out=rgb)
+    if not np.isfinite(rgb.min() + rgb.max()):   # NaN or inf anywhere
+        raise CorruptBitstreamError(
+            "the decoded image has non-finite values: the file's latents are far outside "
+            "anything this model's encoder writes; the file is damaged or hostile, re-encode")
     np.rint(rgb, out=rgb)
     np.clip(rgb, 0, 255, out=rgb)
     return rgb.astype(np.uint8)
@@ -118,6 +133,24 @@ def _full_latent(y_hat_anchor: np.ndarray, sym: np.ndarray, mean_n: np.ndarray,
     return np.where(anchor, y_hat_anchor, sym + mean_n).astype(np.float32)
 
 
+@contextlib.contextmanager
+def _typed_memory_errors(stage: str):
+    """An allocation failure inside a stage -> OutOfMemoryError (one line, exit 9).
+    torch raises RuntimeError ("can't allocate memory", CUDA "out of memory")."""
+    try:
+        yield
+    except MemoryError:
+        raise OutOfMemoryError(f"out of memory in {stage}; lower the tile size (tile=) or "
+                               "the pixel limit, or use a machine with more memory") from None
+    except RuntimeError as exc:
+        text = str(exc)
+        if "allocate" not in text and "out of memory" not in text:
+            raise
+        raise OutOfMemoryError(f"out of memory in {stage} ({text.splitlines()[0][:120]}); lower "
+                               "the tile size (tile=) or the pixel limit, or use a machine "
+                               "with more memory") from None
+
+
 @dataclasses.dataclass
 class _Latent:
     """Per-image latent geometry: padded size, latent grid, anchor mask."""
@@ -141,7 +174,13 @@ class Codec:
     """
 
     def __init__(self, info: ModelInfo, engines: dict, tables: EntropyTables,
-                 backend: str = "torch", device: str = "cpu"):
+                 backend: str = "torch", device: str = "cpu", *, tile: int = DEFAULT_TILE,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        if tile < 64 or tile % 64:
+            raise UsageError(f"tile must be a multiple of 64 pixels, got {tile}")
+        if max_pixels < 1:
+            raise UsageError(f"max_pixels must be at least 1, got {max_pixels}")
+        self.tile, self.max_pixels = tile, max_pixels
         self.info = info
         self.engines = engines
         self.tables = tables
@@ -155,7 +194,8 @@ class Codec:
     @classmethod
     def from_model(cls, model, name: str | None = None, quality: int = 0, tables=None,
                    weights_hash: bytes | None = None, backend: str = "torch",
-                   device: str = "cpu", **engine_options):
+                   device: str = "cpu", *, tile: int = DEFAULT_TILE,
+                   max_pixels: int = DEFAULT_MAX_PIXELS, **engine_options):
         """Wrap an in-memory FastLIC (tests, training); tables are built if not given,
         and the exact stages converted (:func:`fastlic.model.quant.with_exact`) if the
         model has none. The weights hash covers the float weights only."""
@@ -171,12 +211,14 @@ class Codec:
         options = engine_options_for(backend, device, engine_options)
         tables = tables or build_tables(model)
         model = exact_model(model, tables)   # a float model (tests, training): converted
-        return cls(info, load_engines(backend, model, **options), tables, backend, device)
+        return cls(info, load_engines(backend, model, **options), tables, backend, device,
+                   tile=tile, max_pixels=max_pixels)
 
     @classmethod
     def load(cls, weights: str | Path | None = None, backend: str = "torch", device: str = "cpu",
              *, quality: int | None = None, model_dir: str | Path | None = None,
-             cache_dir: str | Path | None = None, log=None, **engine_options):
+             cache_dir: str | Path | None = None, log=None, tile: int = DEFAULT_TILE,
+             max_pixels: int = DEFAULT_MAX_PIXELS, **engine_options):
         """Load a shipped model for ``backend`` ("torch", "onnxruntime", "tensorrt") on ``device``.
 
         weights: .safetensors (default: the package's model of ``quality``, or the copy
@@ -186,6 +228,10 @@ class Codec:
         model_dir: a ``fastlic export`` directory; onnxruntime and tensorrt run its graphs.
             Without it, they export ``weights`` once into ``cache_dir`` (default
             ~/.cache/fastlic) and reuse that; ``log`` gets the progress lines.
+        tile: side in pixels (a multiple of 64) of the tiles that larger images are coded
+            in, which bounds memory (fastlic.runtime.tiling).
+        max_pixels: the largest image compress and decompress accept (PixelLimitError,
+            checked from the header before any allocation).
         engine_options: torch: dtype ("float32"/"float16"/"bfloat16"), cuda_graphs, threads,
             subpixel, packed, channels_last; onnxruntime: providers, threads, verify, spinning, layout
             (see also ``engines.onnxruntime_engine.share_thread_pool``); tensorrt: precision,
@@ -216,7 +262,8 @@ class Codec:
                 path = shipped_from_dir(Path(model_dir), weights).path
             shipped = read_shipped(path)
             engines = load_engines(backend, load_network(path), **options)
-        return cls(shipped.info, engines, shipped.tables, backend, device)
+        return cls(shipped.info, engines, shipped.tables, backend, device, tile=tile,
+                   max_pixels=max_pixels)
 
     def synchronize(self) -> None:
         """Wait for work queued on the device (CUDA); for timers. A no-op on the CPU."""
@@ -226,8 +273,17 @@ class Codec:
 
     # ---- stages -----------------------------------------------------------------
     def _run(self, stage: str, timer, **inputs) -> dict[str, np.ndarray]:
-        with maybe_stage(timer, stage):
-            return self.engines[stage].run(inputs)
+        """One stage on its whole input, or in tiles when that is larger than one."""
+        with maybe_stage(timer, stage), _typed_memory_errors(stage):
+            engine = self.engines[stage]
+            if stage in ("g_a", "h_a"):   # g_a is tiled by _analyse; h_a is small
+                return engine.run(inputs)
+            tile, halo = self.tile // UNIT[stage], HALO[stage]
+            height, width = next(iter(inputs.values())).shape[-2:]
+            if height <= tile and width <= tile:
+                return engine.run(inputs)
+            with activate(None):    # one timing for the whole stage, not one per tile
+                return run_tiled(engine.run, inputs, SCALE[stage], tile, halo)
 
     def _hyper(self, z_hat: np.ndarray, timer) -> np.ndarray:
         return self._run("h_s", timer, z_hat=z_hat)["hyper"]
@@ -249,6 +305,7 @@ class Codec:
         """
         with activate(timer):
             rgb, layout = to_codable(image, drop_alpha)
+            check_pixels(rgb.shape[1], rgb.shape[0], self.max_pixels)
             geo = _Latent(rgb.shape[0], rgb.shape[1])
             y, z_hat = self._analyse(rgb, timer)
             hyper = self._hyper(z_hat, timer)
@@ -270,12 +327,31 @@ class Codec:
 
     def _analyse(self, rgb: np.ndarray, timer) -> tuple[np.ndarray, np.ndarray]:
         """Padded image -> (y (1, M, h, w), ẑ (1, Nh, h/4, w/4)) float32."""
-        with maybe_stage(timer, "pad"):
-            x = model_input(rgb)
-        y = self._run("g_a", timer, image=x)["y"]
+        tiles = windows(padded(rgb.shape[0]), padded(rgb.shape[1]), self.tile, HALO["g_a"])
+        if len(tiles) == 1:
+            with maybe_stage(timer, "pad"):
+                x = model_input(rgb)
+            y = self._run("g_a", timer, image=x)["y"]
+        else:
+            y = self._analyse_tiled(rgb, tiles, timer)
         z = self._run("h_a", timer, y=y)["z"]
         with maybe_stage(timer, "quantize_z"):
             return y, np.round(z).astype(np.float32)
+
+    def _analyse_tiled(self, rgb: np.ndarray, tiles, timer) -> np.ndarray:
+        """g_a tile by tile: each window of the edge-padded image (only the tiles at its
+        bottom and right edges need padding) -> its core of y."""
+        y = None
+        with maybe_stage(timer, "g_a"), activate(None), _typed_memory_errors("g_a"):
+            for win in tiles:
+                rows, cols = win.outer
+                x = model_input(rgb[rows.start:rows.stop, cols.start:cols.stop])
+                part = np.asarray(self.engines["g_a"].run({"image": x})["y"])
+                if y is None:
+                    y = np.empty((*part.shape[:2], padded(rgb.shape[0]) // 16,
+                                  padded(rgb.shape[1]) // 16), part.dtype)
+                y[(..., *win.target(SCALE["g_a"]))] = part[(..., *win.inner(SCALE["g_a"]))]
+        return y
 
     def _quantise(self, y: np.ndarray, hyper: np.ndarray, geo: _Latent, timer) -> "_Quantised":
         """The two checkerboard passes of the encoder: symbols and entropy parameters."""
@@ -327,13 +403,13 @@ class Codec:
 
     # ---- decoder ----------------------------------------------------------------
     def read_header(self, data: bytes) -> Bitstream:
-        bs = unpack(data)
-        h = bs.header
+        h = peek_header(data)
+        check_pixels(h.width, h.height, self.max_pixels)
         check_model(h, self.info.name, self.info.weights_hash)
         if len(h.channel_mask) != self.info.latent_channels:
             raise CorruptBitstreamError(f"channel mask has {len(h.channel_mask)} channels, "
                                         f"the model has {self.info.latent_channels}")
-        return bs
+        return unpack(data)
 
     def coded_symbols(self, data: bytes) -> int:
         """How many symbols decoding ``data`` entropy-decodes: all of z, and y's in the
@@ -411,10 +487,32 @@ class Codec:
             sym[0].reshape(-1)[coded] = coder.decode(data, idx)  # a view; faster than put
 
     def _synthesize(self, y_hat, geo: _Latent, layout, timer) -> np.ndarray:
-        x_hat = self._run("g_s", timer, y_hat=y_hat)["image_hat"]
-        with maybe_stage(timer, "crop"):
-            return from_codable(_to_uint8_hwc(x_hat[0, :, :geo.height, :geo.width]),
-                                ColorLayout(layout))
+        tile = self.tile // UNIT["g_s"]
+        tiles = windows(*y_hat.shape[-2:], tile, HALO["g_s"])
+        if len(tiles) == 1:
+            x_hat = self._run("g_s", timer, y_hat=y_hat)["image_hat"]
+            with maybe_stage(timer, "crop"):
+                rgb = _to_uint8_hwc(x_hat[0, :, :geo.height, :geo.width])
+        else:
+            rgb = self._synthesize_tiled(y_hat, tiles, geo, timer)
+        return from_codable(rgb, ColorLayout(layout))
+
+    def _synthesize_tiled(self, y_hat, tiles, geo: _Latent, timer) -> np.ndarray:
+        """g_s tile by tile, each core cropped to the image and rounded to uint8 at once,
+        so no float image of the whole size is ever held."""
+        rgb = np.empty((geo.height, geo.width, 3), np.uint8)
+        with maybe_stage(timer, "g_s"), activate(None), _typed_memory_errors("g_s"):
+            for win in tiles:
+                part = self.engines["g_s"].run({"y_hat": np.ascontiguousarray(
+                    y_hat[(..., *win.outer)])})["image_hat"]
+                (r0, r1), (c0, c1) = ((s.start, min(s.stop, n)) for s, n in zip(
+                    win.target(SCALE["g_s"]), (geo.height, geo.width)))
+                if r0 >= r1 or c0 >= c1:    # a tile wholly in the stride padding
+                    continue
+                ir, ic = win.inner(SCALE["g_s"])
+                rgb[r0:r1, c0:c1] = _to_uint8_hwc(
+                    part[0, :, ir.start:ir.start + r1 - r0, ic.start:ic.start + c1 - c0])
+        return rgb
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,16 +8,20 @@
 Stages are the codec's own (networks, each coding pass, padding, cropping) plus an
 engine's host↔device copies (``g_a.h2d``; sub-stages, inside their parent stage).
 ``untimed`` is the median total minus the sum of the top-level stages: Python glue.
+The JSON and the chart are written whole or not at all (:func:`~.image.write_atomic`);
+the chart needs matplotlib (``pip install "fastlic[eval]"``, :func:`require_plotting`).
 """
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import platform
 from pathlib import Path
 
 import numpy as np
 
+from .image import write_atomic
 from .profiling import StageTimer
 
 TOTAL = "total"
@@ -103,7 +107,16 @@ def format_table(p: Profile) -> str:
 
 
 def write_json(p: Profile, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(p.to_dict(), indent=2) + "\n")
+    """The profile as JSON, replacing a regular file at ``path`` (OutputError otherwise)."""
+    write_atomic(path, (json.dumps(p.to_dict(), indent=2) + "\n").encode(), force=True)
+
+
+def require_plotting() -> None:
+    """MissingExtraError unless matplotlib imports (the ``eval`` extra); call it before
+    the profiling run, so a missing package costs no time."""
+    from ..engines import require_extra  # noqa: PLC0415
+
+    require_extra("eval", "matplotlib", what="--plot")
 
 
 def _halves(p: Profile) -> str:
@@ -119,7 +132,9 @@ def _halves(p: Profile) -> str:
 
 
 def plot(p: Profile, path: str | Path) -> None:
-    """Horizontal bar chart of the top-level stages, encode and decode side by side (PNG)."""
+    """Horizontal bar chart of the top-level stages, encode and decode side by side (PNG),
+    replacing a regular file at ``path``."""
+    require_plotting()
     import matplotlib  # noqa: PLC0415 - optional, plots only
 
     matplotlib.use("Agg")
@@ -136,5 +151,7 @@ def plot(p: Profile, path: str | Path) -> None:
         ax.set_xlabel("ms")
     fig.suptitle(f"{p.image} {p.width}x{p.height}, {p.backend} on {p.device}{_halves(p)}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
+    write_atomic(path, buf.getvalue(), force=True)
