@@ -39,7 +39,7 @@ from fastlic.evaluation.metrics import psnr
 from fastlic.evaluation.report import markdown_table
 from fastlic.model.bfloat16 import Bf16Synthesis, native_bf16
 from fastlic.model.subpixel import to_subpixel
-from fastlic.model.weights import load_model
+from fastlic.modelfile import load_model
 from fastlic.runtime.codec import DEFAULT_WEIGHTS, Codec, _to_uint8_hwc
 from fastlic.runtime.memory import keep_freed_memory
 

@@ -34,10 +34,12 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing fastlic
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._paths import KODAK  # noqa: E402
-from fastlic.engines.base import STAGES, Engine  # noqa: E402
+from fastlic.stages import STAGES  # noqa: E402
+from fastlic.engines.base import Engine  # noqa: E402
 from fastlic.evaluation.bdrate import bd_rate  # noqa: E402
 from fastlic.evaluation.metrics import bpp, psnr  # noqa: E402
-from fastlic.runtime.codec import Codec, ModelInfo  # noqa: E402
+from fastlic.runtime.codec import Codec  # noqa: E402
+from fastlic.modelfile import ModelInfo  # noqa: E402
 
 FLOAT_REV = "1d8c7f4"   # the last commit that shipped the float (seventh) ladder
 
@@ -57,14 +59,13 @@ class FloatParams(Engine):
 
 def float_codec(path: Path) -> Codec:
     """Bitstream v1's arithmetic for a float weights file, on the torch engines."""
-    from fastlic.engines.base import StageSpec
-    from fastlic.engines.torch_engine import TorchEngine
+    from fastlic.stages import StageSpec
+    from fastlic.engines.pytorch.engine import TorchEngine
     from fastlic.entropy.tables import build_tables
     from fastlic.model.packed import to_packed
     from fastlic.model.quant import with_exact
     from fastlic.model.subpixel import to_subpixel
-    from fastlic.model.weights import load_model
-    from fastlic.runtime.models import read_shipped
+    from fastlic.modelfile import load_model, read_shipped
 
     shipped = read_shipped(path)
     model = load_model(path)[0]
@@ -84,8 +85,7 @@ def float_codec(path: Path) -> Codec:
 
 
 def post_training_codec(path: Path) -> Codec:
-    from fastlic.model.weights import load_model
-    from fastlic.runtime.models import read_shipped
+    from fastlic.modelfile import load_model, read_shipped
     model = load_model(path)[0]
     model.qat = model.exact = None
     return Codec.from_model(model, tables=read_shipped(path).tables)

@@ -40,7 +40,7 @@ import torch
 from PIL import Image
 import torch.nn.functional as F
 
-from fastlic.engines.base import STAGES
+from fastlic.stages import STAGES
 from fastlic.evaluation.metrics import psnr
 from fastlic.export import export_model
 from fastlic.export.check import reference_io
@@ -50,9 +50,9 @@ from fastlic.export.ranges import measure_ranges
 from fastlic.model.deform import ModulatedDeformConv
 from fastlic.model.packed import to_packed
 from fastlic.model.precision import to_half
-from fastlic.model.weights import file_hash, load_model
+from fastlic.modelfile import file_hash, load_model
 from fastlic.runtime.image import model_input
-from fastlic.runtime.models import read_shipped, shipped_weights
+from fastlic.modelfile import read_shipped, shipped_weights
 
 from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
 DEFAULT_MODEL = shipped_weights()
@@ -108,7 +108,7 @@ def torch_runner(model, dtype):
 
 
 def ort_runner(directory: Path, threads: int):
-    from fastlic.engines.onnxruntime_engine import make_session
+    from fastlic.engines.onnxruntime.engine import make_session
 
     sessions = {}
     for file, stage in FILES.items():

@@ -25,7 +25,7 @@ from fastlic.evaluation.metrics import psnr
 from fastlic.evaluation.report import markdown_table
 from fastlic.runtime.codec import Codec
 from fastlic.runtime.memory import keep_freed_memory
-from fastlic.runtime.profiling import StageTimer
+from fastlic.timing import StageTimer
 
 from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
 

@@ -26,7 +26,7 @@ from fastlic.evaluation.bdrate import bd_rate
 from fastlic.evaluation.metrics import bpp, psnr
 from fastlic.evaluation.report import markdown_table
 from fastlic.runtime.codec import Codec
-from fastlic.runtime.models import WEIGHTS_DIR
+from fastlic.modelfile import WEIGHTS_DIR
 
 from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
 

@@ -1,10 +1,10 @@
 """onnxruntime's thread pools against torch: whole encodes and decodes of one Kodak
 image, each setup in processes of its own.
 
-onnxruntime's process-wide pool (:func:`fastlic.engines.onnxruntime_engine.share_thread_pool`,
+onnxruntime's process-wide pool (:func:`fastlic.engines.onnxruntime.engine.share_thread_pool`,
 what the ``fastlic`` command uses) binds every session of a process once it exists,
 so it cannot take turns with the per-session pools in one process as
-``benchmarks/decode_variants.py``'s setups do. Here every setup runs in a fresh
+``experiments/decode_variants.py``'s setups do. Here every setup runs in a fresh
 process per round, the setups alternating round by round (torch, a pool per stage,
 one shared pool, torch, ...); each process loads the codec, runs one warm-up round
 trip and times ``--repeat`` more. Reported: the median over all timed runs of each
@@ -53,7 +53,7 @@ def one(setup: str, image_path: str, model: str | None, repeat: int, threads: in
     from fastlic.runtime.memory import keep_freed_memory
     keep_freed_memory()
     if setup == "ort-shared":
-        from fastlic.engines.onnxruntime_engine import share_thread_pool
+        from fastlic.engines.onnxruntime.engine import share_thread_pool
         share_thread_pool(threads)
     backend = "torch" if setup == "torch" else "onnxruntime"
     codec = Codec.load(model, backend=backend, threads=threads)
@@ -81,7 +81,7 @@ def serve(setup: str, image_path: str, model: str | None, threads: int) -> None:
     from fastlic.runtime.memory import keep_freed_memory
     keep_freed_memory()
     if setup == "ort-shared":
-        from fastlic.engines.onnxruntime_engine import share_thread_pool
+        from fastlic.engines.onnxruntime.engine import share_thread_pool
         share_thread_pool(threads)
     backend = "torch" if setup == "torch" else "onnxruntime"
     codec = Codec.load(model, backend=backend, threads=threads)

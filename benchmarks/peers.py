@@ -82,7 +82,7 @@ def random_small_weights(folder: Path) -> Path:
     zeros: the entropy coder then decodes every channel, fastlic's worst case.
     """
     from fastlic.model import FastLIC, get_config
-    from fastlic.runtime.weights import ship_model
+    from fastlic.modelfile import ship_model
     torch.manual_seed(0)
     model = FastLIC(get_config("small")).eval()
     with torch.no_grad():
@@ -102,7 +102,7 @@ def fastlic_runners(weights: Path | None, cache_dir: Path | None = None,
     is installed) the onnxruntime engines without the checksum, on a pool per stage of
     ``threads`` threads (the library default; the export goes to ``cache_dir``)."""
     from fastlic.model.bfloat16 import native_bf16
-    from fastlic.model.weights import load_model
+    from fastlic.modelfile import load_model
     from fastlic.runtime.codec import DEFAULT_WEIGHTS, Codec
     codec = Codec.load(weights)
     model, _, _ = load_model(weights or DEFAULT_WEIGHTS)

@@ -23,11 +23,11 @@ from PIL import Image
 from fastlic.evaluation.report import markdown_table
 from fastlic.model.distributions import likelihood
 from fastlic.model.layers import checkerboard_mask
-from fastlic.model.weights import load_model
+from fastlic.modelfile import load_model
 from fastlic.runtime.bitstream import unpack
 from fastlic.runtime.codec import Codec
 from fastlic.runtime.image import model_input
-from fastlic.runtime.models import WEIGHTS_DIR
+from fastlic.modelfile import WEIGHTS_DIR
 
 from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
 

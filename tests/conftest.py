@@ -31,8 +31,8 @@ def _no_process_wide_onnxruntime_pool(monkeypatch):
     """In-process CLI runs must not create onnxruntime's process-wide pool: it would bind
     every later session of the test process (tests/test_ort_pool.py checks the pool in
     subprocesses)."""
-    import fastlic.cli
-    monkeypatch.setattr(fastlic.cli, "_share_onnxruntime_pool", lambda threads: None)
+    import fastlic.cli.options
+    monkeypatch.setattr(fastlic.cli.options, "share_onnxruntime_pool", lambda threads: None)
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +49,7 @@ def tiny_model():
 @pytest.fixture(scope="module")
 def weights(tiny_model, tmp_path_factory) -> str:
     """tiny_model shipped as it is ("fastlic-tiny-test", quality 1): the CLI tests' model."""
-    from fastlic.runtime.weights import ship_model
+    from fastlic.modelfile import ship_model
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     ship_model(tiny_model, path, name="fastlic-tiny-test", quality=1)
     return str(path)
@@ -80,7 +80,7 @@ def shipped_tiny(tiny_model, tmp_path_factory) -> Path:
     import copy
 
     from fastlic.model.deform import ModulatedDeformConv
-    from fastlic.runtime.weights import ship_model
+    from fastlic.modelfile import ship_model
     model = copy.deepcopy(tiny_model)
     torch.manual_seed(1)
     with torch.no_grad():
@@ -100,7 +100,7 @@ def tiny_export(shipped_tiny, tmp_path_factory) -> Path:
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
     from fastlic.export import export_model
-    from fastlic.model.weights import load_model
+    from fastlic.modelfile import load_model
     out = tmp_path_factory.mktemp("export")
     export_model(load_model(shipped_tiny)[0], out, weights_file=shipped_tiny, check=False,
                  gridsample=False, threads=1)

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from fastlic.model import FastLIC, get_config
-from fastlic.model.weights import load_model, save_model
+from fastlic.modelfile import load_model, save_model
 from fastlic.runtime.codec import Codec
 from fastlic.training.loop import Objective, TrainArgs, load_matching
 

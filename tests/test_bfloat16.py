@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastlic.engines import torch_engine
+from fastlic.engines.pytorch import engine as torch_engine
 from fastlic.errors import EngineError, ReconstructionMismatchError
 from fastlic.model.bfloat16 import (Bf16Synthesis, CompensatedSubPixel, FrozenGDN,
                                     SplitInputSubPixel, native_bf16)
@@ -146,7 +146,7 @@ def test_shipped_model_loses_no_visible_quality(photo):
 
 
 def test_shipped_g_s_is_far_closer_than_a_plain_bf16_copy(photo):
-    from fastlic.model.weights import load_model
+    from fastlic.modelfile import load_model
     from fastlic.runtime.codec import DEFAULT_WEIGHTS
     model = to_subpixel(load_model(DEFAULT_WEIGHTS)[0])
     x = torch.from_numpy(photo[:112, :144].transpose(2, 0, 1).copy())[None].float() / 255

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from fastlic.cli import main
-from fastlic.runtime.weights import ship_model
+from fastlic.modelfile import ship_model
 
 
 def test_compress_decompress_info(weights, png, tmp_path, capsys):
@@ -139,7 +139,7 @@ def test_missing_model_is_a_typed_error(png, tmp_path, capsys):
 
 def test_shipping_the_same_model_twice_gives_the_same_file(tiny_model, tmp_path):
     """The file hash is the model identity in bitstreams: it must not depend on dict order."""
-    from fastlic.model.weights import file_hash
+    from fastlic.modelfile import file_hash
     paths = [tmp_path / f"m{i}.safetensors" for i in range(3)]
     for p in paths:
         ship_model(tiny_model, p, name="fastlic-tiny-test", quality=1, metadata={"a": "1", "b": "2"})

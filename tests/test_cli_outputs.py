@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fastlic.cli
+import fastlic.cli.options
 from fastlic.cli import main
 from fastlic.errors import (ImageFormatError, MissingExtraError, OutOfMemoryError,
                             OutputError, PixelLimitError, UsageError)
@@ -23,7 +23,7 @@ def no_work(monkeypatch):
     """Fails the test if a model is loaded: the error had to come before any work."""
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the error")
-    monkeypatch.setattr(fastlic.cli, "_load_codec", refuse)
+    monkeypatch.setattr(fastlic.cli.options, "load_codec", refuse)
 
 
 def _one_error(capsys, *needles: str) -> str:
@@ -267,7 +267,7 @@ def test_the_pixel_limit_is_checked_from_the_headers(weights, png, tmp_path, cap
     flic = tmp_path / "photo.flic"
     assert main(["compress", str(png), "-o", str(flic), "--model", weights]) == 0
     capsys.readouterr()
-    monkeypatch.setattr(fastlic.cli, "_load_codec", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr(fastlic.cli.options, "load_codec", lambda *a, **k: pytest.fail("loaded"))
     assert main(["compress", str(png), "-o", str(tmp_path / "x.flic"),
                  "--max-pixels", "1000"]) == PixelLimitError.exit_code
     _one_error(capsys, "150x120", "--max-pixels")
@@ -291,7 +291,7 @@ def test_frame_picks_one_frame_of_a_multi_frame_file(weights, photo, tmp_path, c
 def test_an_allocation_failure_is_a_typed_error(png, tmp_path, capsys, monkeypatch):
     def no_memory(*args, **kwargs):
         raise MemoryError
-    monkeypatch.setattr(fastlic.cli, "_load_codec", no_memory)
+    monkeypatch.setattr(fastlic.cli.options, "load_codec", no_memory)
     assert main(["compress", str(png), "-o", str(tmp_path / "x.flic")]) == \
         OutOfMemoryError.exit_code
     _one_error(capsys, "out of memory")
@@ -317,7 +317,7 @@ def test_profile_plot_without_matplotlib_fails_before_profiling(png, tmp_path, c
 def test_the_onnxruntime_backend_without_onnxruntime_names_the_extra(png, tmp_path, capsys,
                                                                      monkeypatch, no_work):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    monkeypatch.delitem(sys.modules, "fastlic.engines.onnxruntime_engine", raising=False)
+    monkeypatch.delitem(sys.modules, "fastlic.engines.onnxruntime.engine", raising=False)
     out = tmp_path / "x.flic"
     assert main(["compress", str(png), "-o", str(out), "--backend", "onnxruntime"]) == \
         MissingExtraError.exit_code

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastlic.engines import torch_engine
-from fastlic.engines.torch_engine import GraphedTorchEngine, load_engines
+from fastlic.engines.pytorch import engine as torch_engine
+from fastlic.engines.pytorch.engine import GraphedTorchEngine, load_engines
 from fastlic.runtime.codec import Codec
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

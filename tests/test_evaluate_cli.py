@@ -11,11 +11,10 @@ import torch
 from PIL import Image
 
 from fastlic.cli import main as cli
-from fastlic.evaluation import get_codec
-from fastlic.evaluation import run
+from fastlic.evaluation import get_codec, run
 from fastlic.evaluation.classical import CodecUnavailableError
 from fastlic.evaluation.run import Point, bd_cells, choose_settings, quality_at
-from fastlic.runtime.weights import ship_model
+from fastlic.modelfile import ship_model
 
 
 @pytest.fixture(scope="module")

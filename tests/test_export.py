@@ -187,7 +187,7 @@ def test_tampered_graph_or_missing_manifest_raise_manifest_error(exported, tmp_p
 
 def test_engine_falls_back_to_gridsample_without_deformconv_kernel(exported, tiny, monkeypatch,
                                                                    photos):
-    from fastlic.engines import onnxruntime_engine as oe
+    from fastlic.engines.onnxruntime import engine as oe
 
     real = oe.make_session
 
@@ -220,7 +220,7 @@ def test_engines_are_thread_safe_and_check_names(exported):
 
 
 def test_providers_default_to_cpu_and_unknown_ones_are_refused():
-    from fastlic.engines.onnxruntime_engine import resolve_providers
+    from fastlic.engines.onnxruntime.engine import resolve_providers
 
     assert resolve_providers(None) == ["CPUExecutionProvider"]
     auto = resolve_providers("auto")
@@ -231,7 +231,7 @@ def test_providers_default_to_cpu_and_unknown_ones_are_refused():
 
 def test_main_exports_a_weights_file(monkeypatch, tmp_path, tiny, capsys):
     import fastlic.export as export
-    from fastlic.model.weights import file_hash, save_model
+    from fastlic.modelfile import file_hash, save_model
 
     weights = tmp_path / "tiny.safetensors"
     save_model(tiny, weights)

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from fastlic.engines.base import EXACT_STAGES
+from fastlic.stages import EXACT_STAGES
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -23,7 +23,7 @@ from fastlic.export.fp16 import (FP16_MAX, MARGIN, convert_fp16, fp16_file,  # n
                                  plan_fp16)
 from fastlic.export.ranges import (RANGES_NAME, GraphRanges, Ranges,  # noqa: E402
                                    TensorRange, float_tensors, resolve_ranges)
-from fastlic.model.weights import file_hash, load_model  # noqa: E402
+from fastlic.modelfile import file_hash, load_model  # noqa: E402
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
@@ -202,7 +202,7 @@ def test_fp16_graphs_in_fp16_arithmetic_stay_close(exported):
 
 def test_engines_keep_choosing_fp32_graphs(exported):
     from fastlic.engines import STAGES, load_engines
-    from fastlic.engines.base import EXACT_STAGES
+    from fastlic.stages import EXACT_STAGES
     out, _, _ = exported
     manifest = load_manifest(out)
     for stage in STAGES:

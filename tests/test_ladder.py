@@ -6,9 +6,9 @@ from PIL import Image
 from fastlic.cli import main
 from fastlic.errors import UsageError
 from fastlic.evaluation.metrics import psnr
-from fastlic.model.weights import read_metadata
+from fastlic.modelfile import read_metadata
 from fastlic.runtime.codec import Codec
-from fastlic.runtime.models import DEFAULT_QUALITY, shipped_ladder, shipped_weights
+from fastlic.modelfile import DEFAULT_QUALITY, shipped_ladder, shipped_weights
 
 LADDER_BUDGET = 40_000_000   # bytes, all shipped weights together (float + exact.* integers)
 

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from fastlic.runtime.models import WEIGHTS_DIR
+from fastlic.modelfile import WEIGHTS_DIR
 
 ladders = pytest.importorskip("benchmarks.ladders")
 

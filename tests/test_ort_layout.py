@@ -12,9 +12,9 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 onnx = pytest.importorskip("onnx")
 
-from fastlic.engines import ort_blocked, ort_layout  # noqa: E402
-from fastlic.engines.base import STAGES  # noqa: E402
-from fastlic.engines.onnxruntime_engine import _blocked_engine, make_session  # noqa: E402
+from fastlic.engines.onnxruntime import blocked as ort_blocked, layout as ort_layout  # noqa: E402
+from fastlic.stages import STAGES  # noqa: E402
+from fastlic.engines.onnxruntime.engine import _blocked_engine, make_session  # noqa: E402
 from fastlic.errors import EngineError  # noqa: E402
 
 CPU = ["CPUExecutionProvider"]
@@ -142,28 +142,9 @@ def test_a_graph_with_nothing_to_move_keeps_the_plain_session(tiny_export):
 
 
 def test_unknown_layout_is_a_typed_error(tiny_export):
-    from fastlic.engines.onnxruntime_engine import load_engines
+    from fastlic.engines.onnxruntime.engine import load_engines
     with pytest.raises(EngineError, match="unknown onnxruntime layout 'nhwc'"):
         load_engines(tiny_export, layout="nhwc")
-
-
-def test_the_layout_benchmark_finds_both_layouts_identical(nchwc, shipped_tiny, photo, tmp_path):
-    import subprocess
-    import sys
-
-    from PIL import Image
-    root = Path(__file__).resolve().parents[1]
-    for k, crop in enumerate((photo[:64, :96], photo[:37, :53])):
-        Image.fromarray(crop).save(tmp_path / f"p{k}.png")
-    env = {"FASTLIC_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin",
-           "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-m", "benchmarks.ort_layout", str(tmp_path),
-                           "--model", str(shipped_tiny), "--threads", "1", "--repeat", "2",
-                           "--pause", "0"], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "same bitstream and same decoded image with both layouts: 2/2" in done.stdout
-    assert "# blocked g_s: blocked (" in done.stdout and "| total |" in done.stdout
 
 
 def _shuffle_graph(extra_reader: bool):
@@ -249,8 +230,8 @@ def test_a_cached_rewrite_needs_no_onnx_package(nchwc, aligned_g_s, tmp_path):
     plain = _make(str(aligned_g_s))
     assert ort_blocked.blocked_session(aligned_g_s, _make, plain, 4, cache)[0] is not None
     code = ("import sys\nsys.modules['onnx'] = None\nfrom pathlib import Path\n"
-            "from fastlic.engines import ort_blocked\n"
-            "from fastlic.engines.onnxruntime_engine import make_session\n"
+            "from fastlic.engines.onnxruntime import blocked as ort_blocked\n"
+            "from fastlic.engines.onnxruntime.engine import make_session\n"
             "make = lambda m, **kw: make_session(m, ['CPUExecutionProvider'], 1, **kw)\n"
             f"g = Path({str(aligned_g_s)!r})\n"
             f"s, note = ort_blocked.blocked_session(g, make, make(str(g)), 4, Path({str(cache)!r}))\n"

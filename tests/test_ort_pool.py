@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime as ort
 from skimage import data
 from fastlic.runtime.codec import Codec
-from fastlic.engines import onnxruntime_engine as oe
+from fastlic.engines.onnxruntime import engine as oe
 export = sys.argv[1]
 image = np.ascontiguousarray(data.astronaut()[:96, :160])
 seen = []
@@ -70,15 +70,16 @@ print("ok")
 
 
 def test_the_cli_shares_the_pool_for_onnxruntime_only(monkeypatch, tiny_export, photo, tmp_path):
-    import fastlic.cli as cli
+    import fastlic.cli.options
+    from fastlic.cli import main
     from PIL import Image
     calls = []
-    monkeypatch.setattr(cli, "_share_onnxruntime_pool", calls.append)
+    monkeypatch.setattr(fastlic.cli.options, "share_onnxruntime_pool", calls.append)
     png = tmp_path / "p.png"
     Image.fromarray(photo).save(png)
     model = ["--model-dir", str(tiny_export)]
-    assert cli.main(["compress", str(png), "-o", str(tmp_path / "t.flic"), *model]) == 0
+    assert main(["compress", str(png), "-o", str(tmp_path / "t.flic"), *model]) == 0
     assert calls == []
-    assert cli.main(["compress", str(png), "-o", str(tmp_path / "o.flic"), *model,
+    assert main(["compress", str(png), "-o", str(tmp_path / "o.flic"), *model,
                      "--backend", "onnxruntime", "--threads", "1"]) == 0
     assert calls == [1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastlic.engines import torch_engine
+from fastlic.engines.pytorch import engine as torch_engine
 from fastlic.model.packed import to_packed
 from fastlic.model.precision import Fp32, Fp32SamplingDeform, to_half
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from fastlic.cli import main
-from fastlic.runtime.profiling import StageTimer, activate, sub_stage
+from fastlic.timing import StageTimer, activate, sub_stage
 
 ENCODE = {"pad", "g_a", "h_a", "quantize_z", "h_s", "anchor", "quantize_anchor", "nonanchor",
           "quantize_nonanchor", "entropy_encode_z", "entropy_encode_anchor",
@@ -90,7 +90,7 @@ def test_profile_prints_table_and_writes_json_and_png(backend, shipped_tiny, png
 
 
 def test_profile_codec_drops_the_warm_up_run(tiny_codec, photo):
-    from fastlic.runtime.profile import profile_codec
+    from fastlic.perf.profile import profile_codec
     result = profile_codec(tiny_codec, photo[:32, :32], repeat=3, name="crop")
     assert result.encode.total_ms > 0 and result.decode.stages["g_s"] > 0
     fast = profile_codec(tiny_codec, photo[:32, :32], repeat=1, checksum=False)
@@ -144,7 +144,7 @@ def test_bench_and_profile_usage_errors(shipped_tiny, tmp_path, png, capsys):
 
 def test_the_chart_title_names_16_bit_stages(tiny_model, tiny_codec, photo):
     from fastlic.runtime.codec import Codec
-    from fastlic.runtime.profile import _halves, profile_codec
+    from fastlic.perf.profile import _halves, profile_codec
     assert _halves(profile_codec(tiny_codec, photo, repeat=1)) == ""
     bf16 = Codec.from_model(tiny_model, dtype="bfloat16")
     assert _halves(profile_codec(bf16, photo, repeat=1)) == " (bfloat16: g_s)"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastlic.model.weights import load_model
+from fastlic.modelfile import load_model
 from fastlic.runtime.codec import DEFAULT_WEIGHTS
 
 rate_overhead = pytest.importorskip("benchmarks.rate_overhead")

@@ -42,7 +42,7 @@ def images(photo):
 
 def test_export_dir_codec_has_the_weights_identity_and_tables(torch_codec, ort_codec, tiny_export):
     from fastlic.export import WEIGHTS_FILE, load_manifest
-    from fastlic.model.weights import file_hash
+    from fastlic.modelfile import file_hash
     assert ort_codec.info == torch_codec.info and ort_codec.tables == torch_codec.tables
     assert ort_codec.info.name == "fastlic-tiny-test" and ort_codec.info.quality == 1
     manifest = load_manifest(tiny_export)
@@ -56,7 +56,7 @@ def test_export_dir_codec_has_the_weights_identity_and_tables(torch_codec, ort_c
 
 def test_export_dir_of_other_weights_or_without_weights_is_refused(tiny_model, tiny_export,
                                                                     tmp_path):
-    from fastlic.runtime.weights import ship_model
+    from fastlic.modelfile import ship_model
     other = tmp_path / "other.safetensors"
     ship_model(tiny_model, other, name="other", quality=0)
     with pytest.raises(ModelLoadError, match="exported from another model"):
@@ -206,8 +206,8 @@ def test_one_codec_decodes_from_four_threads_identically(backend, torch_codec, o
 
 def test_export_cache_exports_once_and_replaces_a_stale_one(shipped_tiny, tiny_export, tmp_path,
                                                             monkeypatch):
-    from fastlic.model.weights import file_hash
-    from fastlic.runtime import models
+    from fastlic.modelfile import file_hash
+    from fastlic.runtime import sources
     calls = []
 
     def fake_export(weights, out, digest, log):
@@ -215,7 +215,7 @@ def test_export_cache_exports_once_and_replaces_a_stale_one(shipped_tiny, tiny_e
         log("exported (fake)")
         shutil.copytree(tiny_export, out, dirs_exist_ok=True)
 
-    monkeypatch.setattr(models, "_export", fake_export)
+    monkeypatch.setattr(sources, "_export", fake_export)
     lines: list[str] = []
     for _ in range(2):
         codec = Codec.load(shipped_tiny, backend="onnxruntime", cache_dir=tmp_path,
@@ -308,7 +308,7 @@ def test_cli_export_passes_the_weights_file(shipped_tiny, tmp_path, monkeypatch)
 
 def test_torch_from_an_export_dir_checks_the_weights(shipped_tiny, tiny_export, tiny_model,
                                                      tmp_path):
-    from fastlic.runtime.weights import ship_model
+    from fastlic.modelfile import ship_model
     assert Codec.load(shipped_tiny, model_dir=tiny_export).info.name == "fastlic-tiny-test"
     other = tmp_path / "other.safetensors"
     ship_model(tiny_model, other, name="other", quality=0)

@@ -25,7 +25,7 @@ def test_shipped_model_round_trips_a_photo(shipped, photo):
 def test_shipped_coded_size_matches_its_entropy_estimate(shipped):
     from skimage import data as skdata
 
-    from fastlic.model.weights import load_model
+    from fastlic.modelfile import load_model
     image = skdata.astronaut()[:256, :256]
     data = shipped.compress(image)
     model = load_model(DEFAULT_WEIGHTS)[0]

@@ -27,12 +27,14 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from fastlic.engines import load_engines  # noqa: E402
-from fastlic.engines import tensorrt_build, tensorrt_engine, tensorrt_plugin  # noqa: E402
-from fastlic.engines.tensorrt_build import BuildOptions, Profile, engine_key  # noqa: E402
-from fastlic.engines.tensorrt_plugin import (PLUGIN_ID, PLUGIN_NAME,  # noqa: E402
+from fastlic.engines.tensorrt import build as tensorrt_build  # noqa: E402
+from fastlic.engines.tensorrt import engine as tensorrt_engine  # noqa: E402
+from fastlic.engines.tensorrt import plugin as tensorrt_plugin  # noqa: E402
+from fastlic.engines.tensorrt.build import BuildOptions, Profile, engine_key  # noqa: E402
+from fastlic.engines.tensorrt.plugin import (PLUGIN_ID, PLUGIN_NAME,  # noqa: E402
                                              PLUGIN_NAMESPACE, deform_conv, plugin_graph)
 from fastlic.errors import EngineError  # noqa: E402
-from fastlic.export.manifest import (GraphInfo, load_manifest, read_signature,  # noqa: E402
+from fastlic.manifest import (GraphInfo, load_manifest, read_signature,  # noqa: E402
                                      sha256_file, write_manifest)
 from fastlic.model.deform import deform_conv2d_reference  # noqa: E402
 
@@ -289,7 +291,7 @@ def test_rewritten_g_a_with_the_plugin_compute_equals_pytorch(tiny_export, shipp
     from onnx.reference import ReferenceEvaluator
     from onnx.reference.op_run import OpRun
 
-    from fastlic.model.weights import load_model
+    from fastlic.modelfile import load_model
 
     class Plugin(OpRun):
         op_domain = PLUGIN_NAMESPACE
@@ -561,7 +563,7 @@ def test_tensorrt_needs_a_cuda_device(monkeypatch):
 def test_import_fastlic_and_cpu_backends_work_without_tensorrt(tiny_export):
     code = f"""
 import sys
-import fastlic, fastlic.engines, fastlic.engines.tensorrt_engine, fastlic.engines.tensorrt_plugin
+import fastlic, fastlic.engines, fastlic.engines.tensorrt.engine, fastlic.engines.tensorrt.plugin
 assert "tensorrt" not in sys.modules and "tensorrt" in fastlic.engines.BACKENDS
 sys.modules["tensorrt"] = None                      # as if it were not installed
 import numpy as np, torch
@@ -598,7 +600,7 @@ def test_real_tensorrt_engines_match_torch(tiny_export, shipped_tiny, deform, tm
     """Never run where this was written: the first check on a machine with TensorRT."""
     from fastlic.engines import load_engines as load
     from fastlic.export.check import reference_io
-    from fastlic.model.weights import load_model
+    from fastlic.modelfile import load_model
     trt = tensorrt_engine.import_tensorrt()
     if deform == "plugin" and tensorrt_build.version_tuple(trt.__version__) < (10, 6):
         pytest.skip("tensorrt.plugin needs TensorRT 10.6")
@@ -615,7 +617,7 @@ def test_real_tensorrt_engines_match_torch(tiny_export, shipped_tiny, deform, tm
 
 
 def test_pin_fp32_returns_the_names_it_found():
-    from fastlic.engines.tensorrt_build import pin_fp32
+    from fastlic.engines.tensorrt.build import pin_fp32
 
     class Out:
         dtype = "float16"

@@ -3,11 +3,11 @@
 Each of the six stages of the codec is an engine that maps named numpy inputs to
 named numpy outputs (the ONNX tensor names in :data:`STAGES`). Backends:
 
-- ``torch``: the PyTorch modules (CPU; CUDA with float16 and CUDA graphs), see ``torch_engine.py``.
+- ``torch``: the PyTorch modules (CPU; CUDA with float16 and CUDA graphs), see ``pytorch/``.
 - ``onnxruntime``: sessions over a ``fastlic export`` directory (CPU; CUDA/TensorRT
-  providers when installed), see ``onnxruntime_engine.py``.
+  providers when installed), see ``onnxruntime/``.
 - ``tensorrt``: TensorRT 10 engines built from a ``fastlic export`` directory (CUDA,
-  FP16, cached), see ``tensorrt_engine.py``; ``tensorrt`` itself is imported only
+  FP16, cached), see ``tensorrt/``; ``tensorrt`` itself is imported only
   when this backend is chosen (``import_tensorrt``).
 
 ``load_engines(backend, ...)`` imports the backend module only when asked for; a backend
@@ -19,11 +19,12 @@ from __future__ import annotations
 import importlib
 
 from ..errors import EngineError, MissingExtraError
-from .base import STAGES, Engine, StageSpec
+from ..stages import STAGES, StageSpec
+from .base import Engine
 
-BACKENDS = {"torch": "fastlic.engines.torch_engine",
-            "onnxruntime": "fastlic.engines.onnxruntime_engine",
-            "tensorrt": "fastlic.engines.tensorrt_engine"}
+BACKENDS = {"torch": "fastlic.engines.pytorch.engine",
+            "onnxruntime": "fastlic.engines.onnxruntime.engine",
+            "tensorrt": "fastlic.engines.tensorrt.engine"}
 
 
 # backend -> (the pip extra that installs it, the packages it imports)

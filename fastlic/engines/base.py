@@ -1,39 +1,27 @@
-"""The engine interface: named numpy inputs -> named numpy outputs for one stage.
+"""The engine interface: named numpy inputs -> named numpy outputs for one stage
+(the stages and their tensors: :mod:`fastlic.stages`).
 
-h_s, anchor and nonanchor are the *exact* stages (:data:`EXACT_STAGES`): every engine
-runs them in the integer arithmetic of :mod:`fastlic.model.exact`, in float32 and
-float64 whatever its dtype, so they return the same bits everywhere.
+Every engine runs the exact stages in the integer arithmetic of
+:mod:`fastlic.model.exact`, in float32 and float64 whatever its dtype, so they return
+the same bits everywhere.
 """
 from __future__ import annotations
 
-import dataclasses
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import EngineError
+from ..stages import StageSpec
 
 
-@dataclasses.dataclass(frozen=True)
-class StageSpec:
-    """One codec stage: its graph name and tensor names (all float32, NCHW)."""
-
-    name: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-
-
-# anchor's index and mean are defined at anchors ((i + j) even), nonanchor's at
-# non-anchors, and zero at the other pass's positions. index: probability-table
-# index (an integer in float32); mean: a multiple of 2^-6.
-STAGES: dict[str, StageSpec] = {s.name: s for s in (
-    StageSpec("g_a", ("image",), ("y",)),                          # (B,3,H,W) -> (B,M,H/16,W/16)
-    StageSpec("h_a", ("y",), ("z",)),                              # -> (B,Nh,H/64,W/64)
-    StageSpec("h_s", ("z_hat",), ("hyper",)),                      # -> (B,2M,H/16,W/16)
-    StageSpec("anchor", ("hyper",), ("index", "mean")),            # pass 1
-    StageSpec("nonanchor", ("hyper", "y_hat_anchor"), ("index", "mean")),  # pass 2
-    StageSpec("g_s", ("y_hat",), ("image_hat",)),                  # -> (B,3,H,W)
-)}
-EXACT_STAGES = ("h_s", "anchor", "nonanchor")
+def export_directory(source) -> Path:
+    """``source`` as the export directory an engine loads; EngineError for anything else
+    (an in-memory model is exported by :mod:`fastlic.runtime.sources`, not by engines)."""
+    if not isinstance(source, (str, Path)):
+        raise EngineError(f"this backend loads a `fastlic export` directory, not a "
+                          f"{type(source).__name__}; Codec.from_model exports one for it")
+    return Path(source)
 
 
 class Engine:

@@ -20,12 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import ModelLoadError
-from ..model import FAMILIES, SCALE_MIN
-from ..model.distributions import unit_cdf
+from ..model.distributions import FAMILIES, NUM_SCALES, SCALE_MAX, SCALE_MIN, unit_cdf
 
 PMF_TOTAL = 1 << 16       # every row sums to this; constriction codes with 24-bit precision
-SCALE_MAX = 60.0
-NUM_SCALES = 64           # at most 256: scale_index returns uint8
 TAIL_MASS = 2.0 ** -16    # radius K leaves less than this much mass to the escape entry
 MAX_RADIUS = 1024
 Z_RADIUS = 64             # largest radius of a hyper-latent table

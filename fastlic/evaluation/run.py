@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.points < 2 or args.calib < 1:
         raise UsageError("--points must be >= 2 and --calib >= 1")
     if not args.model:
-        from ..runtime.models import shipped_ladder  # noqa: PLC0415
+        from ..modelfile import shipped_ladder  # noqa: PLC0415
         args.model = [str(p) for p in shipped_ladder().values()]
     print(evaluate(args.folder, args.model, args.codecs, args.out, args.points,
                    args.calib, args.limit, args.backend))

@@ -34,9 +34,10 @@ from pathlib import Path
 
 from .. import errors
 from ..errors import ExportError, FastlicError, ModelLoadError
-from .manifest import (MANIFEST_NAME, GraphInfo, Manifest, OutputError, load_manifest,
+from ..manifest import (MANIFEST_NAME, GraphInfo, Manifest, OutputError, load_manifest,
                        write_manifest)
 from .ranges import RANGES_NAME
+from ..stages import EXACT_STAGES, STAGES
 
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -61,7 +62,6 @@ COL2IM_STAGES = ("g_s",)   # the stage with pixel shuffles (the exact stages res
 
 def _plan(gridsample: bool, col2im: bool = True) -> list[tuple[str, str, str]]:
     """(stage, file, variant) of every graph to write."""
-    from ..engines.base import STAGES  # noqa: PLC0415
 
     plan = [(s, f"{s}.onnx", "deformconv") for s in STAGES]
     if gridsample:
@@ -147,13 +147,13 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
     log = log or (lambda line: None)
     with _staged(Path(out_dir)) as out:   # written beside out_dir, renamed at the end
         from .check import check_graphs, photo_batches, raise_on_mismatch  # noqa: PLC0415 - torch
-        from .manifest import read_signature, sha256_file  # noqa: PLC0415
+        from ..manifest import read_signature, sha256_file  # noqa: PLC0415
 
         if weights_file is not None:
             weights_sha256 = _copy_weights(Path(weights_file), out, weights_sha256)
         weights_sha256 = weights_sha256 or state_dict_sha256(model)
         model = copy.deepcopy(model).float().cpu().eval()
-        from ..model.quant import exact_model  # noqa: PLC0415
+        from ..modelfile import exact_model  # noqa: PLC0415
         model = exact_model(model)   # an in-memory float model: its exact stages first
         plan = _plan(gridsample, col2im)
         _export_all(model, out, plan, opset, log)
@@ -161,11 +161,11 @@ def export_model(model, out_dir: str | Path, *, weights_sha256: str | None = Non
         checks = check_graphs(model, out, {f: s for s, f, _ in plan}, batches, rtol, atol,
                               threads) if check else {}
         graphs = tuple(GraphInfo(stage, file, variant, sha256_file(out / file),
-                                 *read_signature(out / file), **_check_fields(checks.get(file)))
+                                 *read_signature(out / file), **_check_fields(checks.get(file)),
+                                 fp32_nodes=_fp32_plan(out / file, stage))
                        for stage, file, variant in plan)
         raise_on_mismatch(checks)
         if fp16:   # for GPU engines, which run the default graphs
-            from ..engines.base import EXACT_STAGES  # noqa: PLC0415
             # the exact stages are integers in float32/float64 on every engine: no FP16 twin
             gpu_plan = [p for p in plan if p[2] != "col2im" and p[0] not in EXACT_STAGES]
             graphs += _export_fp16(model, out, gpu_plan, weights_sha256, fp16_ranges, fp16_images,
@@ -246,7 +246,7 @@ def _copy_weights(src: Path, out: Path, expected: str | None) -> str:
     """Copy the weights file into ``out``; returns its sha256 (checked against ``expected``)."""
     import shutil  # noqa: PLC0415
 
-    from .manifest import sha256_file  # noqa: PLC0415
+    from ..manifest import sha256_file  # noqa: PLC0415
 
     if not src.is_file():
         raise ModelLoadError(f"no weights at {src}; pass the .safetensors the model came from")
@@ -272,6 +272,18 @@ def _export_all(model, out: Path, plan, opset: int, log) -> None:
                               f"{type(exc).__name__}: {first}") from exc
         log(f"exported {file:<22} stage {stage:<10} {variant:<11}"
             f" {time.perf_counter() - start:5.1f} s")
+
+
+def _fp32_plan(path: Path, stage: str) -> dict[str, str]:
+    """The nodes an FP16 build of this FP32 graph keeps in FP32 (constants, sampling; no
+    range rule: that needs measured ranges, :mod:`.fp16`), for TensorRT's builder to read
+    from the manifest. None for the exact stages, which no engine runs in FP16."""
+    if stage in EXACT_STAGES:
+        return {}
+    import onnx  # noqa: PLC0415 - export extra, checked on entry
+
+    from .fp16 import plan_fp16  # noqa: PLC0415
+    return plan_fp16(onnx.load(str(path)), None)
 
 
 def _check_fields(result) -> dict:
@@ -303,6 +315,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="measure the ranges on these PNGs (e.g. Kodak), padded as the codec "
                         "pads; default: the check photos")
     p.add_argument("--fp16-limit", type=int, help="at most this many --fp16-images")
+    p.add_argument("--triton", type=Path, metavar="REPO",
+                   help="also write a Triton Inference Server model repository of the export "
+                        "into REPO (fastlic.serving.triton; needs pip install "
+                        '"fastlic[triton]" to validate its configs)')
     p.add_argument("--rtol", type=float, default=1e-3)
     p.add_argument("--atol", type=float, default=1e-4)
     return p
@@ -319,8 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--opset {args.opset}: DeformConv needs opset 19 or newer")
     try:
         require_export_packages(onnxruntime=not args.no_check or args.fp16)
-        from ..model.weights import file_hash, load_model  # noqa: PLC0415
-        from ..runtime.models import shipped_weights  # noqa: PLC0415
+        from ..modelfile import file_hash, load_model, shipped_weights  # noqa: PLC0415
         from .ranges import png_images  # noqa: PLC0415
 
         args.model = args.model or shipped_weights()
@@ -335,8 +350,12 @@ def main(argv: list[str] | None = None) -> int:
                                 col2im=not args.no_col2im, rtol=args.rtol,
                                 atol=args.atol, log=print, fp16=args.fp16,
                                 fp16_ranges=args.fp16_ranges, fp16_images=images)
+        print(f"wrote {len(manifest.graphs)} graphs and manifest.json to {args.out}")
+        if args.triton:
+            from ..serving.triton import write_triton_repository  # noqa: PLC0415
+            models = write_triton_repository(args.out, args.triton)
+            print(f"wrote {len(models)} Triton models to {args.triton}")
     except FastlicError as exc:
         print(f"fastlic: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(f"wrote {len(manifest.graphs)} graphs and manifest.json to {args.out}")
     return 0

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engines.base import EXACT_STAGES, STAGES
+from ..stages import EXACT_STAGES, STAGES
 from ..model.layers import checkerboard_mask
 from ..errors import ExportMismatchError
 from ..runtime.image import model_input
-from .manifest import OutputError
+from ..manifest import OutputError
 
 RTOL, ATOL = 1e-3, 1e-4
 
@@ -68,7 +68,7 @@ def photo_batches() -> list[PhotoBatch]:
 def reference_io(model, image: np.ndarray) -> dict[str, tuple[dict, dict]]:
     """stage -> (inputs, outputs) as numpy, from running ``model`` (eval, float32, CPU;
     a model without exact stages is converted first, as export_model does)."""
-    from ..model.quant import exact_model  # noqa: PLC0415
+    from ..modelfile import exact_model  # noqa: PLC0415
     model = exact_model(model)
     x = torch.from_numpy(image)
     y = model.analysis(x)
@@ -107,7 +107,7 @@ def check_graph(path: Path, stage: str, refs: list[dict], rtol: float = RTOL,
     """Run ``path`` in onnxruntime (CPU) on each reference and compare every output."""
     import onnxruntime as ort  # noqa: PLC0415 - lazy backend
 
-    from ..engines.onnxruntime_engine import error_line, make_session  # noqa: PLC0415
+    from ..engines.onnxruntime.engine import error_line, make_session  # noqa: PLC0415
 
     try:
         session = make_session(path, ["CPUExecutionProvider"], threads)

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError
+from ..stages import STAGES
 from .ranges import GraphRanges, float_tensors
 
 FP16_MAX = 65504.0
@@ -264,8 +265,7 @@ def check_fp16(path: Path, stage: str, refs: list[dict], threads: int = 0):
     output against the FP32 PyTorch outputs, runtime, problems: outputs not finite)."""
     import onnxruntime as ort  # noqa: PLC0415
 
-    from ..engines.base import STAGES  # noqa: PLC0415
-    from ..engines.onnxruntime_engine import make_session  # noqa: PLC0415
+    from ..engines.onnxruntime.engine import make_session  # noqa: PLC0415
     from .check import ATOL, RTOL, _compare, _max  # noqa: PLC0415
 
     # log_severity_level 3: not the "cannot constant-fold FP16 Mul" warnings
@@ -289,7 +289,7 @@ def export_fp16(out: Path, plan, ranges, margin: float = MARGIN, refs=(), thread
     variant)) in ``out``; returns their GraphInfo. ``refs`` (reference_io results): run
     each in onnxruntime; ExportMismatchError if an output is not finite."""
     from ..errors import ExportMismatchError  # noqa: PLC0415
-    from .manifest import GraphInfo, read_signature, sha256_file  # noqa: PLC0415
+    from ..manifest import GraphInfo, read_signature, sha256_file  # noqa: PLC0415
 
     infos, problems = [], []
     for stage, file, variant in plan:

@@ -21,7 +21,7 @@ one-hot ``ConvTranspose`` nodes, and those interleaving the checkerboard phases 
 anchor and nonanchor (:mod:`fastlic.model.packed`) ``DepthToSpace``, in the default
 files (TensorRT parses both); the ``col2im`` variant (``<stage>_col2im.onnx`` of
 those four stages) writes them all as ``Col2Im``, which onnxruntime's CPU provider
-runs fastest (``benchmarks/shuffle_ops.py``).
+runs fastest (``experiments/shuffle_ops.py``).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..engines.base import EXACT_STAGES, STAGES
+from ..stages import EXACT_STAGES, SPATIAL_FACTOR, STAGES
 from ..model.deform import ModulatedDeformConv
 from ..model.packed import PackedFastLIC, to_packed
 from ..model.subpixel import SubPixelConvTranspose, to_subpixel
@@ -42,9 +42,6 @@ MIN_OPSET = 19
 STAGE_METHODS = {"g_a": "analysis", "h_a": "hyper_analysis", "h_s": "hyper_synthesis",
                  "anchor": "anchor_params", "nonanchor": "nonanchor_params", "g_s": "synthesis"}
 VARIANTS = ("deformconv", "gridsample", "col2im")
-# tensor name -> downsampling factor of its spatial dims relative to the image
-SPATIAL_FACTOR = {"image": 1, "image_hat": 1, "y": 16, "y_hat": 16, "y_hat_anchor": 16,
-                  "hyper": 16, "index": 16, "mean": 16, "z": 64, "z_hat": 64}
 
 
 class DeformConvOnnx(ModulatedDeformConv):

@@ -103,7 +103,7 @@ class _Probe:
         import onnx  # noqa: PLC0415
         import onnxruntime as ort  # noqa: PLC0415 - lazy backend
 
-        from ..engines.onnxruntime_engine import make_session  # noqa: PLC0415
+        from ..engines.onnxruntime.engine import make_session  # noqa: PLC0415
 
         proto = onnx.load(str(path))
         self.ops = float_tensors(proto)

@@ -19,15 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
 from . import quant
-from .distributions import likelihood
+from .config import ModelConfig
+from .distributions import SCALE_MIN, likelihood
 from .factorized import FactorizedPrior
 from .layers import (GDN, CheckerboardContext, DeformableResidualBlock, ResidualBlock,
                      checkerboard_mask, conv, deconv)
 
-SCALE_MIN = 0.11
-STRIDE = 64  # g_a downsamples by 16, h_a by 4 more
 
 
 class _LowerBound(torch.autograd.Function):

@@ -14,6 +14,12 @@ import torch
 
 FAMILIES = ("gaussian", "laplace", "logistic")
 
+# The scale grid: scales are bounded below by SCALE_MIN (training and coding alike);
+# the shipped tables hold NUM_SCALES log-spaced scales from SCALE_MIN to SCALE_MAX.
+SCALE_MIN = 0.11
+SCALE_MAX = 60.0
+NUM_SCALES = 64           # at most 256: scale_index returns uint8
+
 
 def unit_cdf(family: str, x: torch.Tensor) -> torch.Tensor:
     """CDF of the zero-mean, unit-scale distribution of ``family`` at ``x``."""

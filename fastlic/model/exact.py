@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributions import SCALE_MIN
+
 ACT_MAX = 255                 # |every exact layer's input| (9 bits with sign)
 WEIGHT_MAX = 127              # |every integer weight| (int8)
 F32_EXACT = 1 << 24           # float32 holds every integer below this
@@ -399,7 +401,6 @@ def context_matrix(weight: torch.Tensor, ry: int, rx: int) -> torch.Tensor:
 
 def scale_lut(scale_index) -> torch.Tensor:
     """uint8 (RAW_HI - RAW_LO + 1,): table index of max(softplus(k · 2^-RAW_FRAC), SCALE_MIN)."""
-    from .codec import SCALE_MIN  # noqa: PLC0415
 
     raw = torch.arange(RAW_LO, RAW_HI + 1, dtype=torch.float64) * 2.0 ** -RAW_FRAC
     sigma = torch.clamp(F.softplus(raw), min=SCALE_MIN).float().numpy()

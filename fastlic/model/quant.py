@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributions import NUM_SCALES
 from .exact import (ACT_MAX, ACT_POINTS, LEAKY_SLOPE, MEAN_FRAC, MEAN_MAX, RAW_FRAC, RAW_HI,
-                    RAW_LO, weight_steps)
+                    RAW_LO, ExactEntropy, from_float, weight_steps)
 
 CALIB_QUANTILE = 0.9999   # an activation step covers this quantile of |a| with ACT_MAX steps
 
@@ -80,8 +81,6 @@ def prepare_for(model, state: dict) -> None:
     if model.qat is None and any(k.startswith("qat.") for k in state):
         enable_qat(model)
     if model.exact is None and any(k.startswith("exact.") for k in state):
-        from ..entropy.tables import NUM_SCALES  # noqa: PLC0415
-        from .exact import ExactEntropy  # noqa: PLC0415
         cfg = model.cfg
         model.exact = ExactEntropy(cfg.latent_channels, cfg.hyper_channels, NUM_SCALES)
 
@@ -160,24 +159,11 @@ def calibration_photos(size: int = 256) -> list[torch.Tensor]:
     return batches
 
 
-def exact_model(model, tables=None):
-    """``model`` if it has its exact stages, else a converted copy (:func:`with_exact`;
-    ``tables``: its EntropyTables, built here if not given)."""
-    if model.exact is not None:
-        return model
-    if tables is None:
-        from ..entropy.tables import build_tables  # noqa: PLC0415 - entropy imports model
-        tables = build_tables(model)
-    return with_exact(model, tables)
-
-
 def with_exact(model, tables, calib=None):
     """A copy of FastLIC ``model`` with its exact entropy path (``model.exact``), built
     from its QAT activation steps, or else calibrated on ``calib`` batches (default:
     :func:`calibration_photos`) after training. ``tables``: the model's EntropyTables."""
     import copy  # noqa: PLC0415
-
-    from .exact import from_float  # noqa: PLC0415
 
     model = copy.deepcopy(model).float().cpu().eval()
     if model.cfg.shared_params:

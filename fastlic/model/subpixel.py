@@ -13,7 +13,7 @@ and the four phases interleave by ``PixelShuffle(2)``::
 The result is the same function (up to float summation order) with 36 instead of
 25 multiply-adds per input tap group, but as a dense convolution, which CPU
 libraries (oneDNN in PyTorch, MLAS in ONNX Runtime) run much faster than a
-transposed one. ``benchmarks/decode_variants.py`` measures it; the runtime applies it to
+transposed one. ``experiments/decode_variants.py`` measures it; the runtime applies it to
 the inference copies of g_s and h_s (:func:`to_subpixel`), never to training.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def shuffle_as_deconv(x: torch.Tensor) -> torch.Tensor:
     one-hot kernels: the same values exactly (each output reads one input times 1).
 
     The exported graphs for TensorRT use it (onnxruntime's CPU ``ConvTranspose`` also
-    runs it faster than its ``DepthToSpace``: ``benchmarks/shuffle_ops.py``)."""
+    runs it faster than its ``DepthToSpace``: ``experiments/shuffle_ops.py``)."""
     groups = x.shape[1] // (PHASES * PHASES)
     eye = torch.eye(PHASES * PHASES, dtype=x.dtype, device=x.device)
     weight = eye.view(PHASES * PHASES, 1, PHASES, PHASES).repeat(groups, 1, 1, 1)
@@ -90,7 +90,7 @@ def shuffle_as_col2im(x: torch.Tensor) -> torch.Tensor:
 
     onnxruntime's CPU ``Col2Im`` is one pass over the tensor where the grouped
     ``ConvTranspose`` is a GEMM plus a col2im; every exported stage with a shuffle
-    runs faster with it (``benchmarks/shuffle_ops.py``). Graphs for TensorRT keep
+    runs faster with it (``experiments/shuffle_ops.py``). Graphs for TensorRT keep
     :func:`shuffle_as_deconv`: its ONNX parser does not list ``Col2Im``."""
     h, w = x.shape[-2:]
     return F.fold(x.flatten(2), (PHASES * h, PHASES * w), kernel_size=PHASES, stride=PHASES)

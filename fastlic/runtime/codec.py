@@ -42,15 +42,15 @@ from ..engines import load_engines
 from ..entropy.coder import SymbolCoder
 from ..entropy.tables import EntropyTables, build_tables
 from ..errors import CorruptBitstreamError, OutOfMemoryError, UsageError
-from ..model.quant import exact_model
+from ..modelfile import (DEFAULT_QUALITY, WEIGHTS_DIR, ModelInfo, exact_model, load_network,
+                         read_shipped, shipped_weights)
+from ..timing import StageTimer, activate, maybe_stage
 from .bitstream import (DEFAULT_MAX_PIXELS, Bitstream, ColorLayout, Header, check_model,
                         check_pixels, check_reconstruction, check_table_indices, pack,
                         peek_header, reconstruction_crc, table_index_crc, unpack)
 from .image import from_codable, model_input, padded, to_codable
-from .models import (DEFAULT_QUALITY, GRAPH_BACKENDS, WEIGHTS_DIR, cached_export, load_network,
-                     read_shipped, shipped_from_dir, shipped_weights)
-from .models import engine_options as engine_options_for
-from .profiling import StageTimer, activate, maybe_stage
+from .sources import GRAPH_BACKENDS, cached_export, module_engines, shipped_from_dir
+from .sources import engine_options as engine_options_for
 from .tiling import run_tiled, windows
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / f"q{DEFAULT_QUALITY}.safetensors"   # the default rung
@@ -64,18 +64,6 @@ UNIT = {"g_a": 1, "h_s": 64, "anchor": 16, "nonanchor": 16, "g_s": 16}   # pixel
 SCALE = {"g_a": 1 / 16, "h_s": 4, "anchor": 1, "nonanchor": 1, "g_s": 16}  # output / input
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelInfo:
-    """What identifies a model in a bitstream."""
-
-    name: str
-    weights_hash: bytes  # 8 bytes
-    quality: int
-    latent_channels: int
-    anchor_family: str
-    nonanchor_family: str
-
-
 def _to_uint8_hwc(chw: np.ndarray) -> np.ndarray:
     """(3, H, W) float in [0, 1] (any strides: onnxruntime's NCHW or torch's NHWC
     output) -> C-contiguous (H, W, 3) uint8, rounded half to even and clipped.
@@ -84,8 +72,10 @@ def _to_uint8_hwc(chw: np.ndarray) -> np.ndarray:
     rest work in place, so the result needs no further copy (the reconstruction
     CRC and callers get contiguous memory)."""
     rgb = np.empty((chw.shape[1], chw.shape[2], 3), np.float32)
-    np.multiply(chw.transpose(1, 2, 0), np.float32(255.0), out=rgb)
-    if not np.isfinite(rgb.min() + rgb.max()):   # NaN or inf anywhere
+    with np.errstate(over="ignore", invalid="ignore"):   # hostile latents: refused below
+        np.multiply(chw.transpose(1, 2, 0), np.float32(255.0), out=rgb)
+        finite = np.isfinite(rgb.min() + rgb.max())        # NaN or inf anywhere
+    if not finite:
         raise CorruptBitstreamError(
             "the decoded image has non-finite values: the file's latents are far outside "
             "anything this model's encoder writes; the file is damaged or hostile, re-encode")
@@ -211,7 +201,7 @@ class Codec:
         options = engine_options_for(backend, device, engine_options)
         tables = tables or build_tables(model)
         model = exact_model(model, tables)   # a float model (tests, training): converted
-        return cls(info, load_engines(backend, model, **options), tables, backend, device,
+        return cls(info, module_engines(backend, model, **options), tables, backend, device,
                    tile=tile, max_pixels=max_pixels)
 
     @classmethod
@@ -234,7 +224,7 @@ class Codec:
             checked from the header before any allocation).
         engine_options: torch: dtype ("float32"/"float16"/"bfloat16"), cuda_graphs, threads,
             subpixel, packed, channels_last; onnxruntime: providers, threads, verify, spinning, layout
-            (see also ``engines.onnxruntime_engine.share_thread_pool``); tensorrt: precision,
+            (see also ``engines.onnxruntime.engine.share_thread_pool``); tensorrt: precision,
             deform, min_size, opt_size, max_size, max_batch, verify (engines cached under
             ``cache_dir`` too).
         Identity and tables come from the weights file either way, so bitstreams are
@@ -369,7 +359,7 @@ class Codec:
     def _symbols(residual: np.ndarray) -> np.ndarray:
         """The encoder's quantiser: y - μ -> integer symbols (float32), rounded to nearest.
 
-        Only the encoder calls it; ``benchmarks/deadzone.py`` measures rounding offsets
+        Only the encoder calls it; ``experiments/deadzone.py`` measures rounding offsets
         against it (each costs rate-distortion).
         """
         return np.round(residual)

@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import ImageFormatError, OutputError
-from ..model import STRIDE
+from ..stages import STRIDE
 from .bitstream import MAX_PIXELS, MAX_SIDE, ColorLayout
 
 _DEEP_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -233,8 +233,13 @@ def read_image(path: str | Path, drop_alpha: bool = False, frame: int | None = N
 
 def from_codable(rgb: np.ndarray, layout: ColorLayout) -> np.ndarray:
     """Decoded (H, W, 3) uint8 -> the caller's layout ((H, W) for greyscale)."""
-    if layout == ColorLayout.GRAY:
-        return np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
+    if layout == ColorLayout.GRAY:   # round((r + g + b) / 3) in integers: no float copy
+        total = rgb[:, :, 0].astype(np.uint16)
+        total += rgb[:, :, 1]
+        total += rgb[:, :, 2]
+        total += 1
+        total //= 3
+        return total.astype(np.uint8)
     return rgb
 
 

@@ -6,7 +6,7 @@ threshold with fresh ``mmap`` pages and returns freed memory above its trim
 threshold to the kernel, so each call page-faults (and the kernel zeroes) its whole
 working set again. ONNX Runtime avoids this with its own arena; PyTorch on the CPU
 does not. :func:`keep_freed_memory` raises both glibc thresholds so freed blocks
-are reused: ``python -m benchmarks.allocator`` measures the effect.
+are reused: ``python -m experiments.allocator`` measures the effect.
 
 This is a process-wide setting, made once: the ``fastlic`` command makes it at start;
 a service embedding :class:`fastlic.runtime.codec.Codec` calls it itself (or sets

@@ -57,7 +57,7 @@ def _model_of(ckpt: dict) -> FastLIC:
 def load_trained(path: str | Path) -> FastLIC:
     """A FastLIC (float32, eval mode) from a training checkpoint or a shipped .safetensors."""
     if Path(path).suffix == ".safetensors":
-        from ..model.weights import load_model
+        from ..modelfile import load_model
         return load_model(path)[0]
     return _model_of(load_checkpoint(path))
 
@@ -69,7 +69,7 @@ def ship_checkpoint(path: str | Path, out: str | Path, name: str | None = None, 
     Only ``ckpt["model"]`` is shipped: distillation adapters and optimizer state
     are not. The metadata records the steps trained.
     """
-    from ..runtime.weights import ship_model
+    from ..modelfile import ship_model
     ckpt = load_checkpoint(path)
     model = _model_of(ckpt)
     ship_model(model, out, name=name or f"fastlic-{model.cfg.name}", quality=quality, half=half,
