@@ -1,6 +1,6 @@
 """Write the conformance files: small .flic files of the shipped ladder with the
 digests of their decoded symbols and ŷ, which every backend's tests must reproduce
-(``tests/test_conformance.py``). Run again only when the shipped weights change.
+(``tests/runtime/test_conformance.py``). Run again only when the shipped weights change.
 
     python -m benchmarks.conformance [--out tests/conformance]
 

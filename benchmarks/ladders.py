@@ -5,7 +5,7 @@ A ladder is a folder of q1..qN files: shipped models (``q*.safetensors``) or tra
 runs (``q*/checkpoint.pt``, shipped to a temporary file first, fp16 and tables, as
 ``fastlic train-ship`` would).
 
-    python -m benchmarks.ladders NEW [--old fastlic/weights] [--kodak DIR] [--limit N]
+    python -m benchmarks.ladders NEW [--old fastlic/weights] [--kodak DIR | --holdout] [--limit N]
 
 e.g. an earlier shipped ladder from git:
     mkdir /tmp/old && for q in 1 2 3 4; do
@@ -29,6 +29,15 @@ from fastlic.runtime.codec import Codec
 from fastlic.modelfile import WEIGHTS_DIR
 
 from benchmarks._paths import KODAK as DEFAULT_DIR  # noqa: E402
+from benchmarks._paths import TRAIN  # noqa: E402
+
+HOLDOUT = Path(__file__).resolve().parent / "holdout.txt"
+
+
+def holdout_names() -> list[str]:
+    """The hold-out photos' file names (training-folder photos no run trains on)."""
+    lines = HOLDOUT.read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 def rungs(folder: Path, tmp: Path) -> list[Path]:
@@ -69,11 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("new", help="ladder folder to test")
     p.add_argument("--old", default=str(WEIGHTS_DIR), help="ladder to compare with (default: shipped)")
     p.add_argument("--kodak", default=str(DEFAULT_DIR))
+    p.add_argument("--holdout", action="store_true",
+                   help="the project's hold-out photos instead (benchmarks/holdout.txt, from "
+                        "the training folder, never trained on)")
     p.add_argument("--limit", type=int, help="first N images only")
     args = p.parse_args(argv)
-    files = sorted(Path(args.kodak).glob("*.png"))[:args.limit]
-    if not files:
-        print(f"no PNG images in {args.kodak}", file=sys.stderr)
+    if args.holdout:
+        args.kodak = str(TRAIN)
+        files = [TRAIN / name for name in holdout_names()][:args.limit]
+    else:
+        files = sorted(Path(args.kodak).glob("*.png"))[:args.limit]
+    if not files or not all(f.is_file() for f in files):
+        print(f"no images (or missing ones) in {args.kodak}", file=sys.stderr)
         return 1
     images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     with tempfile.TemporaryDirectory() as tmp:

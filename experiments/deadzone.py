@@ -47,7 +47,7 @@ def offset_codec(path: Path, offset: float) -> Codec:
 
 def self_test() -> int:
     """A deadzone codes fewer bits, other symbols, and any shipped decoder reads its file
-    back to the encoder's reconstruction (was tests/test_deadzone.py)."""
+    back to the encoder's reconstruction (was tests/entropy/test_deadzone.py)."""
     import tempfile
 
     from experiments._selftest import photo, tiny_shipped

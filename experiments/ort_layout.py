@@ -95,7 +95,7 @@ def _table(medians: dict) -> str:
 
 def self_test() -> int:
     """This script on two crops of a photo with a tiny model: both layouts give the same
-    files and images, and g_s is really blocked (was a test in tests/test_ort_layout.py;
+    files and images, and g_s is really blocked (was a test in tests/engines/test_ort_layout.py;
     needs onnxruntime's NCHWc blocks of 8 or 16, i.e. x86 with AVX2 or AVX-512)."""
     import contextlib
     import io

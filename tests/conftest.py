@@ -29,7 +29,7 @@ def _cache_in_a_temporary_folder(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _no_process_wide_onnxruntime_pool(monkeypatch):
     """In-process CLI runs must not create onnxruntime's process-wide pool: it would bind
-    every later session of the test process (tests/test_ort_pool.py checks the pool in
+    every later session of the test process (tests/engines/test_ort_pool.py checks the pool in
     subprocesses)."""
     import fastlic.cli.options
     monkeypatch.setattr(fastlic.cli.options, "share_onnxruntime_pool", lambda threads: None)

@@ -10,7 +10,7 @@ exactly the inputs it would see untiled, with the same zero padding at the image
 borders:
 
 * the exact stages (h_s, anchor, nonanchor) then return the same bits tiled or not
-  (integer arithmetic; tests/test_tiling.py checks it), provided window origins keep
+  (integer arithmetic; tests/runtime/test_tiling.py checks it), provided window origins keep
   the checkerboard's parity: every origin is a multiple of the latent tile, an even
   number;
 * the float stages (g_a, g_s) differ by float summation order only, and g_a also by

@@ -23,7 +23,7 @@ import numpy as np
 VERSION = 1   # of what .layout writes: part of the key, bump when the rewrite changes
 NHWC_KEY, NOTE_KEY = "fastlic.nhwc_outputs", "fastlic.layout"   # a rewritten graph's metadata
 # A model of one com.microsoft.nchwc ReorderInput node on a (1, 4, 1, 1) float input,
-# serialised (tests/test_ort_layout.py reads it with onnx), so that the block size, part
+# serialised (tests/engines/test_ort_layout.py reads it with onnx), so that the block size, part
 # of the key, needs no onnx package.
 _BLOCK_PROBE = bytes.fromhex(
     "08091207666173746c69633a5a0a290a0178120179220c52656f72646572496e7075743a13636f6d2e"

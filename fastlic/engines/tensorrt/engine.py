@@ -24,7 +24,7 @@ each engine runs one call at a time (a lock); the copies are timed as the
 sub-stages ``<stage>.h2d`` / ``<stage>.d2h`` like the torch engine's on CUDA.
 
 Written against TensorRT 10's documented Python API; this module has never run on a
-real TensorRT (only on a fake ``tensorrt`` module, see tests/test_tensorrt_engine.py).
+real TensorRT (only on a fake ``tensorrt`` module, see tests/engines/test_tensorrt_engine.py).
 """
 from __future__ import annotations
 

@@ -237,7 +237,7 @@ def test_a_cached_rewrite_needs_no_onnx_package(nchwc, aligned_g_s, tmp_path):
             f"s, note = ort_blocked.blocked_session(g, make, make(str(g)), 4, Path({str(cache)!r}))\n"
             "print(note.endswith(', cached'), 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+                          timeout=300, cwd=Path(__file__).resolve().parents[2])
     assert done.stdout.strip() == "True False", done.stderr[-2000:]
 
 

@@ -28,7 +28,7 @@ from fastlic.export.check import (PhotoBatch, check_graphs, photo_batches,  # no
 from fastlic.model import FastLIC, get_config  # noqa: E402
 from fastlic.model.deform import ModulatedDeformConv  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def deforming_tiny_model() -> FastLIC:

@@ -10,7 +10,7 @@ from PIL import Image
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench(shipped_tiny, photo, tmp_path, *args: str) -> str:

@@ -38,7 +38,7 @@ from fastlic.manifest import (GraphInfo, load_manifest, read_signature,  # noqa:
                                      sha256_file, write_manifest)
 from fastlic.model.deform import deform_conv2d_reference  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 has_tensorrt = importlib.util.find_spec("tensorrt") is not None
 

@@ -15,7 +15,7 @@ from fastlic.errors import UnsupportedVersionError
 from fastlic.runtime.bitstream import unpack
 from fastlic.runtime.codec import Codec
 
-DIR = Path(__file__).parent / "conformance"
+DIR = Path(__file__).resolve().parents[1] / "conformance"
 EXPECTED = json.loads((DIR / "expected.json").read_text())
 SETUPS = ["torch 1 thread", "torch 3 threads", "torch bfloat16", "onnxruntime"]
 if torch.cuda.is_available():

@@ -213,7 +213,7 @@ def test_the_device_check_runs_on_the_cpu(capsys):
     import importlib
     import sys
     from pathlib import Path
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     if root not in sys.path:        # plain ``pytest`` does not put the checkout on the path
         sys.path.insert(0, root)
     check = importlib.import_module("benchmarks.gpu_check")

@@ -180,7 +180,7 @@ def test_the_benchmark_finds_the_same_bitstreams(shipped_tiny, photo, tmp_path):
     from pathlib import Path
 
     from PIL import Image
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for k, crop in enumerate((photo[:64, :96], photo[:37, :53])):
         Image.fromarray(crop).save(tmp_path / f"p{k}.png")
     done = subprocess.run([sys.executable, "-m", "benchmarks.cpu_bf16", str(tmp_path),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("onnxruntime")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(code: str, tmp_path: Path, export: Path) -> str:
