@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--repeat", type=int, default=0, help="paired timing turns (0: none)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--timing-only", action="store_true",
+                   help="skip the rate-distortion table: only the paired timing")
     args = p.parse_args(argv)
     if not Path(args.kodak).is_dir():
         print(f"skipped: {args.kodak} not found", file=sys.stderr)
@@ -154,28 +156,34 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         float_dir = Path(args.float_dir) if args.float_dir else git_ladder(args.float_rev, Path(tmp))
         rows = {"float": [], "post-training": [], "exact": []}
-        print(f"{'q':<3}{'float bpp':>10}{'PSNR':>8}{'post bpp':>10}{'PSNR':>8}"
-              f"{'exact bpp':>10}{'PSNR':>8}{'Δbpp':>8}{'ΔPSNR':>8}")
-        for q in (1, 2, 3, 4):
-            f = float_codec(float_dir / f"q{q}.safetensors")
-            pt = post_training_codec(float_dir / f"q{q}.safetensors")
-            ex = Codec.load(Path(args.exact) / f"q{q}.safetensors")
-            for name, codec in (("float", f), ("post-training", pt), ("exact", ex)):
-                rows[name].append(point(codec, images))
-            (fb, fp), (pb, pp), (eb, ep) = (rows[k][-1] for k in rows)
-            print(f"{q:<3}{fb:>10.4f}{fp:>8.3f}{pb:>10.4f}{pp:>8.3f}{eb:>10.4f}{ep:>8.3f}"
-                  f"{100 * (eb / fb - 1):>+7.2f}%{ep - fp:>+8.3f}", flush=True)
-        ref = np.array(rows["float"])
-        for name in ("post-training", "exact"):
-            r = np.array(rows[name])
-            print(f"BD-rate (PSNR) of {name} against float: "
-                  f"{bd_rate(r[:, 0], r[:, 1], ref[:, 0], ref[:, 1]):+.2f} %")
+        if not args.timing_only:
+            rate_distortion(float_dir, Path(args.exact), images, rows)
         if args.repeat:
             q3 = float_dir / "q3.safetensors"
             print(f"kodim01, quality 3, {args.repeat} paired turns:")
             print(paired_times(float_codec(q3), Codec.load(Path(args.exact) / "q3.safetensors"),
                                images[0], args.repeat))
     return 0
+
+
+def rate_distortion(float_dir: Path, exact_dir: Path, images, rows: dict) -> None:
+    """Each rung's bpp and PSNR three ways, and BD-rates against float (printed)."""
+    print(f"{'q':<3}{'float bpp':>10}{'PSNR':>8}{'post bpp':>10}{'PSNR':>8}"
+          f"{'exact bpp':>10}{'PSNR':>8}{'Δbpp':>8}{'ΔPSNR':>8}")
+    for q in (1, 2, 3, 4):
+        f = float_codec(float_dir / f"q{q}.safetensors")
+        pt = post_training_codec(float_dir / f"q{q}.safetensors")
+        ex = Codec.load(exact_dir / f"q{q}.safetensors")
+        for name, codec in (("float", f), ("post-training", pt), ("exact", ex)):
+            rows[name].append(point(codec, images))
+        (fb, fp), (pb, pp), (eb, ep) = (rows[k][-1] for k in rows)
+        print(f"{q:<3}{fb:>10.4f}{fp:>8.3f}{pb:>10.4f}{pp:>8.3f}{eb:>10.4f}{ep:>8.3f}"
+              f"{100 * (eb / fb - 1):>+7.2f}%{ep - fp:>+8.3f}", flush=True)
+    ref = np.array(rows["float"])
+    for name in ("post-training", "exact"):
+        r = np.array(rows[name])
+        print(f"BD-rate (PSNR) of {name} against float: "
+              f"{bd_rate(r[:, 0], r[:, 1], ref[:, 0], ref[:, 1]):+.2f} %")
 
 
 if __name__ == "__main__":

@@ -305,6 +305,13 @@ def test_version(flag, capsys):
     assert capsys.readouterr().out == f"fastlic {importlib.metadata.version('fastlic')}\n"
 
 
+def test_python_dash_m_runs_the_command():
+    import subprocess
+    out = subprocess.run([sys.executable, "-m", "fastlic.cli", "--version"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("fastlic ")
+
+
 def test_profile_plot_without_matplotlib_fails_before_profiling(png, tmp_path, capsys,
                                                                 monkeypatch, no_work):
     monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib now fails
