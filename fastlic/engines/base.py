@@ -25,7 +25,8 @@ def export_directory(source) -> Path:
 
 
 class Engine:
-    """Runs one stage. Subclasses implement ``_run``; ``run`` checks names once.
+    """Runs one stage. Subclasses implement ``_run``; ``run`` checks the names, dtype
+    (float) and rank (NCHW) of the inputs once, and the output names.
 
     Engines must be safe to call from several threads at once.
     """
@@ -37,6 +38,12 @@ class Engine:
         if set(inputs) != set(self.spec.inputs):
             raise EngineError(f"stage {self.spec.name} takes inputs {list(self.spec.inputs)}, "
                               f"got {sorted(inputs)}")
+        for name, value in inputs.items():   # the contract: float NCHW (engines cast to theirs)
+            if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.ndim != 4:
+                what = (f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray)
+                        else type(value).__name__)
+                raise EngineError(f"stage {self.spec.name} input {name} must be a float "
+                                  f"(N, C, H, W) numpy array, got {what}")
         outputs = self._run(inputs)
         missing = set(self.spec.outputs) - set(outputs)
         if missing:
